@@ -1,0 +1,16 @@
+"""globalctx: global-context blocks for ConvNets.
+
+Non-local networks, Simplified NL and the Global Context block (GCNet), Disentangled NL,
+Squeeze-and-Excitation and its channel-attention family, behind one API::
+
+    import globalctx
+    gc = globalctx.create_block("gc", 256)
+    globalctx.list_blocks()
+"""
+
+from . import convert, layers
+from .layers import create_block, list_blocks, register_block
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "convert", "create_block", "layers", "list_blocks", "register_block"]

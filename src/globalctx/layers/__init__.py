@@ -1,0 +1,29 @@
+"""Layers: the GCNet framework parts, the assembler, presets and the block registry."""
+
+from .context import AttnPool, AvgPool
+from .framework import GlobalContextBlock
+from .fusion import AddFusion, ScaleAddFusion, ScaleFusion
+from .helpers import make_divisible, rd_width
+from .registry import create_block, get_block, list_blocks, register_block
+from .transform import Bottleneck, LinearTransform, StackedTransforms
+
+# preset modules register their blocks on import
+from . import presets  # noqa: E402,F401  isort: skip
+
+__all__ = [
+    "AddFusion",
+    "AttnPool",
+    "AvgPool",
+    "Bottleneck",
+    "GlobalContextBlock",
+    "LinearTransform",
+    "ScaleAddFusion",
+    "ScaleFusion",
+    "StackedTransforms",
+    "create_block",
+    "get_block",
+    "list_blocks",
+    "make_divisible",
+    "rd_width",
+    "register_block",
+]

@@ -1,0 +1,84 @@
+"""Context modeling parts: ``[N, C, *S] -> [N, C]`` (GCNet §3.2, first stage).
+
+Shape legend: ``N`` batch, ``C`` channels, ``*S`` 1..3 spatial dims, ``L = prod(S)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["AvgPool", "AttnPool"]
+
+
+class AvgPool(nn.Module):
+    """Global average pooling over all spatial positions (SE, ECA, RCAN-CA, GC ``'avg'``).
+
+    Shape:
+        - Input: ``[N, C, *S]``
+        - Output: ``[N, C]``
+    """
+
+    def __init__(self, channels: int | None = None):
+        super().__init__()
+
+    def reset_parameters(self) -> None:
+        pass
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(2).mean(-1)  # [N, C]
+
+
+class AttnPool(nn.Module):
+    """Softmax attention pooling: ``c = sum_j softmax_j(W_k x_j + b) x_j`` (SNL / GC ``'att'``).
+
+    ``W_k`` is GCNet's ``conv_mask`` (a 1x1 conv ``C -> 1`` with bias), stored as an
+    ``nn.Linear(C, 1)`` so one module serves 1, 2 and 3 spatial dims. Logits and context are two
+    batched GEMVs on ``[N, C, L]`` (no 4-D matmul, no 1-output conv). The softmax is an
+    ``nn.Softmax`` submodule so forward hooks can read the ``[N, 1, L]`` map; under fp16/bf16 it
+    runs in fp32.
+
+    Args:
+        channels: ``C``.
+        device, dtype: factory kwargs.
+
+    Shape:
+        - Input: ``[N, C, *S]``
+        - Output: ``[N, C]``
+
+    Example::
+
+        >>> pool = AttnPool(64)
+        >>> pool(torch.randn(2, 64, 7, 7)).shape
+        torch.Size([2, 64])
+    """
+
+    def __init__(self, channels: int, *, device=None, dtype=None):
+        super().__init__()
+        self.channels = channels
+        self.conv_mask = nn.Linear(channels, 1, device=device, dtype=dtype)
+        self.softmax = nn.Softmax(dim=-1)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # mmcv/GCNet: kaiming_init(conv_mask, mode='fan_in') -> normal std sqrt(2 / fan_in), bias 0
+        nn.init.normal_(self.conv_mask.weight, std=math.sqrt(2.0 / self.channels))
+        nn.init.zeros_(self.conv_mask.bias)
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooling weights ``softmax_j(W_k x_j)`` as ``[N, L]`` (sum to 1 over ``L``)."""
+        x = x.flatten(2)  # [N, C, L]
+        logits = torch.matmul(self.conv_mask.weight, x)  # [1, C] @ [N, C, L] -> [N, 1, L]
+        logits = logits + self.conv_mask.bias.view(1, 1, 1)
+        attn = self.softmax(logits.float()).to(x.dtype)  # [N, 1, L]
+        return attn.squeeze(1)  # [N, L]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(2)  # [N, C, L]
+        attn = self.attention(x)  # [N, L]
+        return torch.bmm(x, attn.unsqueeze(-1)).squeeze(-1)  # [N, C, L] @ [N, L, 1] -> [N, C]
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}"

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Global-context blocks for ConvNets: catalogue, benchmarks, training, analysis.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module in _COMMANDS.items():
+    for module in _COMMANDS.values():
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:

@@ -6,6 +6,7 @@ mmcv-layout state dict. Handlers for each block family register themselves below
 """
 
 from ._registry import from_mmcv, register_mmcv, to_mmcv
+
 from . import mmcv_context  # noqa: E402,F401  isort: skip
 
 __all__ = ["from_mmcv", "register_mmcv", "to_mmcv"]

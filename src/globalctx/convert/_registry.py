@@ -41,7 +41,9 @@ def load_mapped(block: nn.Module, state_dict: Mapping[str, torch.Tensor], key_ma
     missing = [m for k, m in key_map.items() if m not in state_dict]
     unexpected = sorted(set(state_dict) - set(key_map.values()))
     if missing or unexpected:
-        raise ValueError(f"state dict does not match {type(block).__name__}: missing {missing}, unexpected {unexpected}")
+        raise ValueError(
+            f"state dict does not match {type(block).__name__}: missing {missing}, unexpected {unexpected}"
+        )
     new = {}
     for k, m in key_map.items():
         src = state_dict[m]

@@ -72,7 +72,9 @@ class AttnPool(nn.Module):
         x = x.flatten(2)  # [N, C, L]
         logits = torch.matmul(self.conv_mask.weight, x)  # [1, C] @ [N, C, L] -> [N, 1, L]
         logits = logits + self.conv_mask.bias.view(1, 1, 1)
-        attn = self.softmax(logits.float()).to(x.dtype)  # [N, 1, L]
+        if logits.dtype == torch.float16 or logits.dtype == torch.bfloat16:
+            logits = logits.float()  # softmax statistics in fp32: no overflow in low precision
+        attn = self.softmax(logits).to(x.dtype)  # [N, 1, L]
         return attn.squeeze(1)  # [N, L]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -51,7 +51,7 @@ class GlobalContextBlock(nn.Module):
             part.reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.channels, type(self).__name__)
+        check_input(x, self.channels, "GlobalContextBlock")
         return self.fusion(x, self.transform(self.context(x)))
 
     def extra_repr(self) -> str:

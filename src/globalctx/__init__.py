@@ -10,7 +10,18 @@ Squeeze-and-Excitation and its channel-attention family, behind one API::
 
 from . import convert, layers
 from .layers import create_block, list_blocks, register_block
+from .models import Placement, create_model, list_models
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "convert", "create_block", "layers", "list_blocks", "register_block"]
+__all__ = [
+    "__version__",
+    "convert",
+    "create_block",
+    "layers",
+    "list_blocks",
+    "register_block",
+    "Placement",
+    "create_model",
+    "list_models",
+]

@@ -1,0 +1,22 @@
+"""Backbones with global-context blocks: ResNet/ResNeXt (2D), C2D ResNet (video), and ``plug``.
+
+``create_model(name, *, num_classes, in_chans, attn, **kw)``, ``list_models()``, ``Placement``.
+"""
+
+from .placement import POSITIONS, Placement, default_placement, init_blocks
+from .registry import create_model, get_model, list_models, register_model
+from .resnet import BasicBlock, Bottleneck, ResNet
+
+__all__ = [
+    "POSITIONS",
+    "BasicBlock",
+    "Bottleneck",
+    "Placement",
+    "ResNet",
+    "create_model",
+    "default_placement",
+    "get_model",
+    "init_blocks",
+    "list_models",
+    "register_model",
+]

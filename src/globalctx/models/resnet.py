@@ -1,0 +1,460 @@
+"""ResNet / ResNeXt (torchvision layout) with global-context blocks at any stage and position.
+
+Shape legend: ``N`` batch, ``C`` channels, ``H, W`` image size, ``*S`` spatial dims (2 for
+images, 3 for clips in :mod:`globalctx.models.resnet3d`), ``K`` classes.
+
+The layout is torchvision's (stride on the 3x3 conv, "v1.5"; keys ``conv1``, ``bn1``,
+``layer1.0.conv1``, ``layer1.0.downsample.0``, ``fc``), so torchvision/timm ResNet weights load
+one-to-one (see :mod:`globalctx.convert.torchvision`). Inserted blocks live in extra slots of each
+residual block (``attn_conv1``, ``attn_conv2``, ``attn_conv3``, ``attn_add``, ``attn_pre1``,
+``attn_pre2``, ``attn_pre3``, ``attn_pre_down``; ``nn.Identity`` when empty) and are placed by
+:class:`~globalctx.models.Placement`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .placement import Placement, as_placements, init_blocks, is_block
+from .registry import register_model
+
+__all__ = ["ResNet", "BasicBlock", "Bottleneck", "conv_nd", "norm_nd"]
+
+# position -> slot name(s); "before_add" and "before_conv" depend on the block type
+_SLOTS = {
+    "after_conv1": "attn_conv1",
+    "after_conv2": "attn_conv2",
+    "after_conv3": "attn_conv3",
+    "after_add": "attn_add",
+}
+
+
+def conv_nd(
+    dims: int, cin: int, cout: int, k: int, *, stride: int = 1, groups: int = 1, kt: int = 1, st: int = 1, dd=None
+):
+    """A bias-free conv: ``k x k`` (2D) or ``kt x k x k`` with temporal stride ``st`` (3D, C2D/I3D)."""
+    dd = dd or {}
+    if dims == 2:
+        return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, groups=groups, bias=False, **dd)
+    if dims == 3:
+        return nn.Conv3d(
+            cin, cout, (kt, k, k), stride=(st, stride, stride), padding=(kt // 2, k // 2, k // 2),
+            groups=groups, bias=False, **dd,
+        )  # fmt: skip
+    raise ValueError(f"dims must be 2 or 3, got {dims!r}")
+
+
+def norm_nd(dims: int, channels: int, dd=None) -> nn.Module:
+    return (nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d)(channels, **(dd or {}))
+
+
+class _ResBlock(nn.Module):
+    """Common slot machinery of :class:`BasicBlock` and :class:`Bottleneck`."""
+
+    expansion = 1
+    num_convs = 2
+
+    def _init_slots(self) -> None:
+        for name in ("attn_pre1", "attn_pre2", "attn_pre3", "attn_pre_down"):
+            setattr(self, name, nn.Identity())
+        for name in _SLOTS.values():
+            setattr(self, name, nn.Identity())
+
+    def slot_channels(self, position: str) -> list[tuple[str, int]]:
+        """``[(slot name, channels)]`` that ``position`` fills in this block; ``ValueError`` if invalid."""
+        if position == "before_add":
+            position = f"after_conv{self.num_convs}"
+        if position == "before_conv":
+            out = [(f"attn_pre{i + 1}", getattr(self, f"conv{i + 1}").in_channels) for i in range(self.num_convs)]
+            if self.downsample is not None:
+                out.append(("attn_pre_down", self.downsample[0].in_channels))
+            return out
+        if position == "after_add":
+            return [("attn_add", self.out_channels)]
+        if position in ("after_conv1", "after_conv2", "after_conv3"):
+            k = int(position[-1])
+            if k > self.num_convs:
+                raise ValueError(
+                    f"position {position!r} is not valid for {type(self).__name__} ({self.num_convs} convs); "
+                    f"use 'before_add' (after the last conv and BN) or after_conv1..after_conv{self.num_convs}"
+                )
+            return [(_SLOTS[position], getattr(self, f"bn{k}").num_features)]
+        raise ValueError(f"unknown position {position!r}")
+
+    def insert(self, position: str, block: nn.Module, slot: str | None = None) -> str:
+        """Put ``block`` at ``position`` (after anything already there); returns the slot name."""
+        slots = self.slot_channels(position)
+        if slot is None:
+            if len(slots) != 1:
+                raise ValueError(f"position {position!r} has several slots {[s for s, _ in slots]}; name one")
+            slot = slots[0][0]
+        cur = getattr(self, slot)
+        if isinstance(cur, nn.Identity):
+            setattr(self, slot, block)
+        elif isinstance(cur, nn.Sequential) and not is_block(cur):
+            cur.append(block)
+        else:
+            setattr(self, slot, nn.Sequential(cur, block))
+        return slot
+
+
+class BasicBlock(_ResBlock):
+    """ResNet basic block: 3x3 conv -> BN -> ReLU -> 3x3 conv -> BN, + shortcut, ReLU.
+
+    Shape:
+        - Input: ``[N, C_in, *S]``
+        - Output: ``[N, planes, *S / stride]``
+    """
+
+    expansion = 1
+    num_convs = 2
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        *,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        width_per_group: int = 64,
+        dims: int = 2,
+        kt: int = 1,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        if groups != 1 or width_per_group != 64:
+            raise ValueError(f"BasicBlock supports only groups=1, width_per_group=64, got {groups}, {width_per_group}")
+        dd = {"device": device, "dtype": dtype}
+        self.conv1 = conv_nd(dims, inplanes, planes, 3, stride=stride, kt=kt, dd=dd)
+        self.bn1 = norm_nd(dims, planes, dd)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv_nd(dims, planes, planes, 3, dd=dd)
+        self.bn2 = norm_nd(dims, planes, dd)
+        self.downsample = downsample
+        self.out_channels = planes
+        self._init_slots()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.attn_conv1(self.relu(self.bn1(self.conv1(self.attn_pre1(x)))))
+        out = self.attn_conv2(self.bn2(self.conv2(self.attn_pre2(out))))
+        out = self.attn_conv3(out)
+        identity = x if self.downsample is None else self.downsample(self.attn_pre_down(x))
+        return self.attn_add(self.relu(out + identity))
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.bn2.weight)
+
+
+class Bottleneck(_ResBlock):
+    """ResNet/ResNeXt bottleneck: 1x1 -> 3x3 (stride, groups) -> 1x1 (x4), + shortcut, ReLU.
+
+    ``width = planes * width_per_group / 64 * groups`` (torchvision). ``kt`` is the temporal
+    kernel of the first 1x1 conv in 3D (I3D inflation); 1 for C2D.
+
+    Shape:
+        - Input: ``[N, C_in, *S]``
+        - Output: ``[N, 4 * planes, *S / stride]``
+    """
+
+    expansion = 4
+    num_convs = 3
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        *,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        width_per_group: int = 64,
+        dims: int = 2,
+        kt: int = 1,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        width = int(planes * (width_per_group / 64.0)) * groups
+        self.conv1 = conv_nd(dims, inplanes, width, 1, kt=kt, dd=dd)
+        self.bn1 = norm_nd(dims, width, dd)
+        self.conv2 = conv_nd(dims, width, width, 3, stride=stride, groups=groups, dd=dd)
+        self.bn2 = norm_nd(dims, width, dd)
+        self.conv3 = conv_nd(dims, width, planes * self.expansion, 1, dd=dd)
+        self.bn3 = norm_nd(dims, planes * self.expansion, dd)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.out_channels = planes * self.expansion
+        self._init_slots()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.attn_conv1(self.relu(self.bn1(self.conv1(self.attn_pre1(x)))))
+        out = self.attn_conv2(self.relu(self.bn2(self.conv2(self.attn_pre2(out)))))
+        out = self.attn_conv3(self.bn3(self.conv3(self.attn_pre3(out))))
+        identity = x if self.downsample is None else self.downsample(self.attn_pre_down(x))
+        return self.attn_add(self.relu(out + identity))
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.bn3.weight)
+
+
+class ResNet(nn.Module):
+    """ResNet / ResNeXt backbone with blocks placed by :class:`~globalctx.models.Placement`.
+
+    Args:
+        block: :class:`BasicBlock` or :class:`Bottleneck`.
+        layers: residual blocks per stage, e.g. ``(3, 4, 6, 3)``.
+        num_classes: classifier outputs (``0``: no head, ``forward`` returns pooled features).
+            Default: ``1000``.
+        in_chans: input channels. Default: ``3``.
+        base_width: channels of the stem and of stage 1 (stages: ``base_width * (1, 2, 4, 8)``
+            planes). Default: ``64``.
+        groups, width_per_group: ResNeXt cardinality and width. Default: ``1``, ``64``.
+        stem: ``'imagenet'`` (7x7 stride-2 conv + 3x3 stride-2 max-pool) or ``'small'``
+            (CIFAR-style 3x3 stride-1 conv, no max-pool, for 28-32 px images).
+            Default: ``'imagenet'``.
+        attn: blocks to insert: a block name (paper-default placement), a :class:`Placement`,
+            or a list of them. Default: ``None``.
+        zero_init_residual: zero the last BN of each residual block. Default: ``False``.
+        drop_rate: dropout before the classifier. Default: ``0.0``.
+
+    Shape:
+        - Input: ``[N, in_chans, H, W]``
+        - Output: ``[N, K]`` (``[N, 8 * base_width * expansion]`` with ``num_classes=0``)
+
+    Example::
+
+        >>> m = ResNet(Bottleneck, (3, 4, 6, 3), attn=Placement("gc", stages=(2, 3, 4)))
+        >>> m(torch.randn(1, 3, 224, 224)).shape
+        torch.Size([1, 1000])
+    """
+
+    dims = 2
+
+    def __init__(
+        self,
+        block: type[_ResBlock],
+        layers,
+        *,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        base_width: int = 64,
+        groups: int = 1,
+        width_per_group: int = 64,
+        stem: str = "imagenet",
+        attn=None,
+        zero_init_residual: bool = False,
+        drop_rate: float = 0.0,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        if stem not in ("imagenet", "small"):
+            raise ValueError(f"stem must be 'imagenet' or 'small', got {stem!r}")
+        if len(layers) != 4 or any(int(n) < 1 for n in layers):
+            raise ValueError(f"layers must be 4 positive block counts, got {layers!r}")
+        if base_width < 1 or in_chans < 1 or num_classes < 0:
+            raise ValueError(
+                f"need base_width >= 1, in_chans >= 1, num_classes >= 0; got {base_width}, {in_chans}, {num_classes}"
+            )
+        self._dd = {"device": device, "dtype": dtype}
+        self.block_type = block
+        self.groups, self.width_per_group = groups, width_per_group
+        self.inplanes = base_width
+        self._build_stem(in_chans, base_width, stem)
+        self.layer1 = self._make_layer(base_width, layers[0])
+        self._after_layer1()
+        self.layer2 = self._make_layer(base_width * 2, layers[1], stride=2)
+        self.layer3 = self._make_layer(base_width * 4, layers[2], stride=2)
+        self.layer4 = self._make_layer(base_width * 8, layers[3], stride=2)
+        self.num_features = base_width * 8 * block.expansion
+        self.feature_info = [
+            {"num_chs": base_width * (2**i) * block.expansion, "module": f"layer{i + 1}"} for i in range(4)
+        ]
+        self._build_head(num_classes, drop_rate)
+        self.zero_init_residual = zero_init_residual
+        self.placements: list[Placement] = []
+        self.init_weights()
+        for p in as_placements(attn):
+            self.add_placement(p)
+
+    # -- construction -------------------------------------------------------------------------
+    def _build_stem(self, in_chans: int, width: int, stem: str) -> None:
+        dd = self._dd
+        self.stem_attn = nn.Identity()
+        if stem == "small":
+            self.conv1 = nn.Conv2d(in_chans, width, 3, stride=1, padding=1, bias=False, **dd)
+            self.maxpool = nn.Identity()
+        else:
+            self.conv1 = nn.Conv2d(in_chans, width, 7, stride=2, padding=3, bias=False, **dd)
+            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.bn1 = nn.BatchNorm2d(width, **dd)
+        self.relu = nn.ReLU(inplace=True)
+
+    def _after_layer1(self) -> None:
+        self.pool2 = nn.Identity()
+
+    def _build_head(self, num_classes: int, drop_rate: float) -> None:
+        self.global_pool = nn.AdaptiveAvgPool2d(1) if self.dims == 2 else nn.AdaptiveAvgPool3d(1)
+        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes, **self._dd) if num_classes > 0 else nn.Identity()
+
+    def _block_kwargs(self, stage: int, index: int) -> dict:
+        return {}
+
+    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        block, dims, dd = self.block_type, self.dims, self._dd
+        stage = len([n for n in ("layer1", "layer2", "layer3") if hasattr(self, n)]) + 1
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                conv_nd(dims, self.inplanes, planes * block.expansion, 1, stride=stride, dd=dd),
+                norm_nd(dims, planes * block.expansion, dd),
+            )
+        kw = dict(groups=self.groups, width_per_group=self.width_per_group, dims=dims, **dd)
+        out = [block(self.inplanes, planes, stride=stride, downsample=downsample, **kw, **self._block_kwargs(stage, 0))]
+        self.inplanes = planes * block.expansion
+        for i in range(1, blocks):
+            out.append(block(self.inplanes, planes, **kw, **self._block_kwargs(stage, i)))
+        return nn.Sequential(*out)
+
+    def stages(self) -> list[nn.Sequential]:
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
+
+    def add_placement(self, placement: Placement | str) -> list[tuple[str, nn.Module]]:
+        """Insert the blocks of ``placement``; returns ``[(qualified slot name, block)]``."""
+        p = as_placements(placement)[0] if not isinstance(placement, Placement) else placement
+        inserted = []
+        if p.stem:
+            blk = p.build(self.conv1.in_channels)
+            self.stem_attn = blk if isinstance(self.stem_attn, nn.Identity) else nn.Sequential(self.stem_attn, blk)
+            inserted.append(("stem_attn", blk))
+        for s, layer in enumerate(self.stages(), start=1):
+            for i in p.select(s, len(layer)):
+                rb = layer[i]
+                for slot, ch in rb.slot_channels(p.position):
+                    blk = p.build(ch, stage=s)
+                    rb.insert(p.position, blk, slot=slot)
+                    inserted.append((f"layer{s}.{i}.{slot}", blk))
+        if not inserted:
+            raise ValueError(f"{p!r} selects no location in this model")
+        self.placements.append(p)
+        return inserted
+
+    def init_weights(self) -> None:
+        """torchvision init (kaiming-normal fan_out convs, BN 1/0), then the blocks' own init last.
+
+        Modules inside inserted blocks are skipped by the blanket init, and :func:`init_blocks`
+        runs at the end, so a block's zero-init (GC's last FC, NL's last BN) survives.
+        """
+        skip: set[int] = set()
+        for m in self.modules():
+            if is_block(m):
+                skip.update(id(x) for x in m.modules())
+        for m in self.modules():
+            if id(m) in skip:
+                continue
+            if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                m.reset_parameters()
+        if self.zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, _ResBlock):
+                    m.zero_init_last()
+        init_blocks(self)
+
+    # -- forward ------------------------------------------------------------------------------
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maxpool(self.relu(self.bn1(self.conv1(self.stem_attn(x)))))
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Outputs of the four stages ``[c2, c3, c4, c5]`` (for detection / segmentation necks)."""
+        x = self.forward_stem(x)
+        c2 = self.layer1(x)
+        c3 = self.layer2(self.pool2(c2))
+        c4 = self.layer3(c3)
+        c5 = self.layer4(c4)
+        return [c2, c3, c4, c5]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, in_chans, *S] -> [N, num_features, *S / 32]`` (before pooling)."""
+        x = self.forward_stem(x)
+        x = self.pool2(self.layer1(x))
+        return self.layer4(self.layer3(self.layer2(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x).flatten(1)  # [N, num_features]
+        x = self.drop(x)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# registered models
+
+_DEPTHS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)), 50: (Bottleneck, (3, 4, 6, 3)),
+           101: (Bottleneck, (3, 4, 23, 3)), 152: (Bottleneck, (3, 8, 36, 3))}  # fmt: skip
+
+
+def _resnet(depth: int, *, attn=None, extra=None, **kw) -> ResNet:
+    block, layers = _DEPTHS[depth]
+    attn_list = as_placements(extra) + as_placements(attn)
+    return ResNet(block, layers, attn=attn_list or None, **kw)
+
+
+def _make(depth: int, name: str, doc: str, **fixed):
+    def fn(*, num_classes: int = 1000, in_chans: int = 3, attn=None, **kw) -> ResNet:
+        return _resnet(depth, num_classes=num_classes, in_chans=in_chans, attn=attn, **fixed, **kw)
+
+    fn.__name__ = name
+    fn.__doc__ = doc
+    register_model(name)(fn)
+    return fn
+
+
+for _d in (18, 34, 50, 101, 152):
+    _make(_d, f"resnet{_d}", f"ResNet-{_d} (He et al., arXiv 1512.03385), torchvision layout.")
+    _make(
+        _d,
+        f"resnet{_d}_small",
+        f"ResNet-{_d} with a CIFAR-style stem (3x3 stride-1 conv, no max-pool) for 28-32 px images; "
+        "``base_width`` (default 64) scales every stage.",
+        stem="small",
+    )
+_make(50, "resnext50_32x4d", "ResNeXt-50 32x4d (Xie et al., arXiv 1611.05431).", groups=32, width_per_group=4)
+_make(101, "resnext101_32x8d", "ResNeXt-101 32x8d (Xie et al., arXiv 1611.05431).", groups=32, width_per_group=8)
+
+
+def _with(depth: int, name: str, doc: str, placement, **fixed):
+    """Register ``name``: ResNet-``depth`` with ``placement`` built in (``attn=`` adds more)."""
+
+    def fn(*, num_classes: int = 1000, in_chans: int = 3, attn=None, **kw) -> ResNet:
+        p = placement() if callable(placement) and not isinstance(placement, Placement) else placement
+        return _resnet(depth, num_classes=num_classes, in_chans=in_chans, attn=attn, extra=p, **fixed, **kw)
+
+    fn.__name__ = name
+    fn.__doc__ = doc
+    register_model(name)(fn)
+    return fn
+
+
+# blocks that exist in the foundation (more are registered in globalctx.models.zoo once their
+# blocks land)
+_with(50, "gc_resnet50", "GCNet ResNet-50: GC r16 after the last 1x1 conv+BN of every bottleneck of c3-c5.",
+      lambda: Placement("gc", stages=(2, 3, 4)))  # fmt: skip
+_with(50, "gc_resnet50_r4", "GCNet ResNet-50, GC r4 in every bottleneck of c3-c5.",
+      lambda: Placement("gc", stages=(2, 3, 4), rd_ratio=1 / 4))  # fmt: skip
+_with(50, "se_resnet50", "SE-ResNet-50 (r16, FC biases) after the last conv+BN of every bottleneck.",
+      lambda: Placement("se"))  # fmt: skip
+_with(18, "gc_resnet18_small", "Small-input ResNet-18 with GC r16 in every block of stages 2-4.",
+      lambda: Placement("gc", stages=(2, 3, 4)), stem="small")  # fmt: skip

@@ -1,0 +1,86 @@
+"""Backbones: registry, parameter counts (research tables §16), forward/backward, init hook."""
+
+import pytest
+import torch
+from torch import nn
+
+import globalctx
+from globalctx.models import Placement, init_blocks
+
+
+def n_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_list_and_create_unknown():
+    names = globalctx.list_models()
+    assert "resnet50" in names and "resnet18_small" in names and names == sorted(names)
+    assert globalctx.list_models("gc_*") == [n for n in names if n.startswith("gc_")]
+    with pytest.raises(ValueError, match="unknown model 'resnet51'"):
+        globalctx.create_model("resnet51")
+
+
+def test_misspelled_option_raises_typeerror():
+    with pytest.raises(TypeError):
+        globalctx.create_model("resnet18_small", base_widht=16)
+
+
+def test_small_variant_trainer_contract():
+    m = globalctx.create_model("resnet18_small", num_classes=10, in_chans=1, attn="gc", base_width=16)
+    assert m.conv1.kernel_size == (3, 3) and m.conv1.stride == (1, 1) and isinstance(m.maxpool, nn.Identity)
+    assert m.conv1.in_channels == 1 and m.layer1[0].conv1.in_channels == 16 and m.fc.out_features == 10
+    # GC in every block of stages 2-4 (paper default), none in stage 1
+    assert isinstance(m.layer1[0].attn_conv2, nn.Identity)
+    assert type(m.layer2[0].attn_conv2).__name__ == "GlobalContextBlock"
+    x = torch.randn(2, 1, 28, 28)
+    y = m(x)
+    assert y.shape == (2, 10)
+    y.logsumexp(1).sum().backward()
+    assert all(p.grad is not None for p in m.parameters())
+
+
+@pytest.mark.parametrize(
+    "name,count",
+    [
+        ("resnet50", 25_557_032),
+        ("gc_resnet50", 28_078_773),
+        ("gc_resnet50_r4", 35_557_941),
+        ("se_resnet50", 28_088_024),
+        ("resnet101", 44_549_160),
+    ],
+)
+def test_param_counts(name, count):
+    assert n_params(globalctx.create_model(name)) == count
+
+
+def test_gc_c2_c5_count():
+    m = globalctx.create_model("resnet50", attn=Placement("gc", stages=(1, 2, 3, 4)))
+    assert n_params(m) == 28_105_032
+
+
+def test_full_size_resnet50_gc_forward_backward():
+    m = globalctx.create_model("gc_resnet50")
+    y = m(torch.randn(1, 3, 224, 224))
+    assert y.shape == (1, 1000) and torch.isfinite(y).all()
+    y.sum().backward()
+    assert all(p.grad is not None for p in m.parameters())
+
+
+def test_init_hook_keeps_block_zero_init():
+    m = globalctx.create_model("resnet50_small", num_classes=10, base_width=8, attn="gc")
+    blocks = [mod for mod in m.modules() if type(mod).__name__ == "GlobalContextBlock"]
+    assert blocks and all(b.transform.fc2.weight.abs().sum() == 0 for b in blocks)
+    # a parent initialiser that blindly re-inits every Linear would break the zero-init ...
+    for mod in m.modules():
+        if isinstance(mod, nn.Linear):
+            nn.init.normal_(mod.weight)
+    assert any(b.transform.fc2.weight.abs().sum() > 0 for b in blocks)
+    # ... the model's own initialiser restores it (block init runs last) and the hook is reusable
+    m.init_weights()
+    assert all(b.transform.fc2.weight.abs().sum() == 0 for b in blocks)
+    assert all(b.transform.fc2.bias.abs().sum() == 0 for b in blocks)
+    for mod in m.modules():
+        if isinstance(mod, nn.Linear):
+            nn.init.normal_(mod.weight)
+    assert init_blocks(m) == len(blocks)
+    assert all(b.transform.fc2.weight.abs().sum() == 0 for b in blocks)

@@ -1,0 +1,215 @@
+"""Figures: GCNet Figure 1 style attention maps, and a bar chart of the statistics.
+
+matplotlib is imported inside the functions (optional dependency, extra ``viz``); figures are
+built on a bare ``matplotlib.figure.Figure`` (no pyplot, no global backend change).
+
+Shape legend: ``N`` images, ``C`` image channels (1 or 3), ``H, W`` image size, ``Q`` queries,
+``L_k`` key positions with spatial shape ``(h_k, w_k)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .capture import PAIRWISE, Recording
+from .stats import STATISTICS, QueryIndependence
+
+__all__ = ["plot_attention", "plot_statistics", "display_images", "upsample_map"]
+
+_QUERY_COLOURS = ["#ff1f1f", "#1fff3f", "#1f9fff", "#ffdf1f", "#ff3fff", "#3fffff", "#ff8f1f", "#ffffff"]
+
+
+def _require_matplotlib():
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("figures need matplotlib: pip install 'globalctx[viz]'") from e
+    return Figure
+
+
+def display_images(images: torch.Tensor, mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+    """Images ``[N, C, H, W]`` (or ``[N, H, W]``) -> ``[N, H, W, C]`` floats in ``[0, 1]`` for display.
+
+    Undoes ``(x - mean) / std`` when given, then scales each image to its own min-max range.
+    """
+    x = images.detach().float().cpu()
+    if x.dim() == 3:
+        x = x[:, None]  # [N, 1, H, W]
+    if x.dim() != 4:
+        raise ValueError(f"images must be [N, C, H, W] or [N, H, W], got shape {list(images.shape)}")
+    if std is not None:
+        x = x * torch.as_tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
+    if mean is not None:
+        x = x + torch.as_tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
+    lo = x.flatten(1).min(1).values.view(-1, 1, 1, 1)
+    hi = x.flatten(1).max(1).values.view(-1, 1, 1, 1)
+    x = (x - lo) / (hi - lo).clamp_min(1e-12)
+    return x.permute(0, 2, 3, 1)  # [N, H, W, C]
+
+
+def upsample_map(values: torch.Tensor, shape: Sequence[int], size: Sequence[int]) -> torch.Tensor:
+    """Maps ``[M, L_k]`` on a 2-D grid ``shape`` -> ``[M, H, W]`` (bilinear), each scaled to ``[0, 1]``."""
+    if len(shape) != 2:
+        raise ValueError(f"attention figures need 2-D maps, got key shape {tuple(shape)}")
+    m = values.detach().float().cpu().reshape(-1, 1, *shape)  # [M, 1, h_k, w_k]
+    m = F.interpolate(m, size=tuple(size), mode="bilinear", align_corners=False)[:, 0]  # [M, H, W]
+    lo = m.flatten(1).min(1).values.view(-1, 1, 1)
+    hi = m.flatten(1).max(1).values.view(-1, 1, 1)
+    return (m - lo) / (hi - lo).clamp_min(1e-12)
+
+
+def _query_pixels(coords: torch.Tensor, grid: Sequence[int], size: Sequence[int]) -> torch.Tensor:
+    """Grid coordinates ``[Q, 2]`` (row, col) on ``grid`` -> pixel centres ``[Q, 2]`` (y, x)."""
+    scale = torch.tensor([size[0] / grid[0], size[1] / grid[1]], dtype=torch.float64)
+    return (coords.double() + 0.5) * scale - 0.5
+
+
+def _show(ax, img) -> None:
+    if img.shape[-1] == 1:
+        ax.imshow(img[..., 0].numpy(), cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(img.numpy())
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_attention(
+    images: torch.Tensor,
+    rec: Recording,
+    block: str,
+    path=None,
+    *,
+    max_images: int = 6,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    cmap: str = "jet",
+    alpha: float = 0.5,
+    title: str | None = None,
+    panel_inches: float = 1.7,
+):
+    """GCNet Figure 1: each image with its query points, and each query's attention map on it.
+
+    One row per image (at most ``max_images``): the image with the query points (coloured
+    dots), then, for an NL/DNL block, one panel per query with that query's attention row
+    upsampled (bilinear) to the image and overlaid, and for DNL a last panel with the unary map;
+    for a GC/SNL block one panel with the shared map. Each map is scaled to its own ``[0, 1]``
+    range (the figure compares where the weight goes, not how much there is).
+
+    Args:
+        images: the batch given to the model inside ``capture``, ``[N, C, H, W]`` (C = 1 or 3).
+        rec: the :class:`~globalctx.analysis.Recording`.
+        block: a recorded block name.
+        path: save a PNG there when given.
+        max_images: rows. Default: ``6`` (as GCNet's figure).
+        mean, std: per-channel normalisation to undo for display. Default: none.
+        cmap, alpha: heatmap colour map and opacity. Defaults: ``'jet'``, ``0.5``.
+        title: figure title. Default: the block name and its kind.
+
+    Returns:
+        the ``matplotlib.figure.Figure``.
+    """
+    Figure = _require_matplotlib()
+    att = rec.attention(block)
+    kind = rec.kind(block)
+    n = min(int(max_images), images.shape[0], att.shape[0])
+    if n < 1:
+        raise ValueError("plot_attention: no images to show")
+    imgs = display_images(images[:n], mean, std)  # [n, H, W, C]
+    H, W = imgs.shape[1], imgs.shape[2]
+    if kind == PAIRWISE:
+        q = att.shape[1]
+        maps = [upsample_map(att[:n, k], rec.key_shape(block), (H, W)) for k in range(q)]  # Q x [n, H, W]
+        labels = [f"query {k + 1}" for k in range(q)]
+        try:
+            maps.append(upsample_map(rec.unary(block)[:n], rec.key_shape(block), (H, W)))
+            labels.append("unary")
+        except ValueError:
+            pass
+        qpix = _query_pixels(rec.query_coords(block), rec.spatial_shape(block), (H, W))  # [Q, 2]
+    else:
+        q = 0
+        maps = [upsample_map(att[:n], rec.key_shape(block), (H, W))]
+        labels = ["shared map"]
+        qpix = torch.zeros(0, 2)
+    cols = 1 + len(maps)
+    fig = Figure(figsize=(panel_inches * cols, panel_inches * n + 0.5), layout="constrained")
+    axes = fig.subplots(n, cols, squeeze=False)
+    marker = dict(s=40, edgecolors="black", linewidths=0.8, zorder=3)
+    for i in range(n):
+        _show(axes[i, 0], imgs[i])
+        for k in range(q):
+            y, x = qpix[k].tolist()
+            axes[i, 0].scatter([x], [y], c=_QUERY_COLOURS[k % len(_QUERY_COLOURS)], **marker)
+        for j, m in enumerate(maps):
+            ax = axes[i, j + 1]
+            _show(ax, imgs[i].mean(-1, keepdim=True))
+            ax.imshow(m[i].numpy(), cmap=cmap, alpha=alpha, vmin=0, vmax=1)
+            if j < q:
+                y, x = qpix[j].tolist()
+                ax.scatter([x], [y], c=_QUERY_COLOURS[j % len(_QUERY_COLOURS)], **marker)
+            if i == 0:
+                ax.set_title(labels[j], fontsize=9)
+        if i == 0:
+            axes[i, 0].set_title("image + queries" if q else "image", fontsize=9)
+    fig.suptitle(
+        title if title is not None else f"{block} ({'per-query maps' if q else 'one shared map'})", fontsize=10
+    )
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def plot_statistics(
+    stats: QueryIndependence | Mapping[str, QueryIndependence],
+    path=None,
+    *,
+    title: str | None = "Query-independence statistics (GCNet Table 1)",
+):
+    """Bar chart: per block, the mean cosine distance of inputs, outputs and attention maps and the
+    JSD of the attention maps, with the std over images as error bars.
+
+    ``stats`` is one :class:`~globalctx.analysis.QueryIndependence` or a mapping
+    ``{variant label: QueryIndependence}`` (blocks labelled ``variant: block``). GC/SNL blocks
+    have one shared map, so their attention bars are 0 by construction; undefined values (NaN)
+    are marked ``n/a``. Returns the ``matplotlib.figure.Figure``; saves a PNG when ``path``.
+    """
+    Figure = _require_matplotlib()
+    groups = {"": stats} if isinstance(stats, QueryIndependence) else dict(stats)
+    entries = []
+    for label, qi in groups.items():
+        for b in qi:
+            entries.append((f"{label}: {b.name}" if label else b.name, b))
+    if not entries:
+        raise ValueError("plot_statistics: no blocks")
+    keys = list(STATISTICS)
+    width = 0.8 / len(keys)
+    fig = Figure(figsize=(max(4.5, 1.3 * len(entries) + 2.0), 3.6), layout="constrained")
+    ax = fig.subplots()
+    colours = ["#4c72b0", "#dd8452", "#55a868", "#c44e52"]
+    top = max([b.mean[k] for _, b in entries for k in keys if not math.isnan(b.mean[k])] + [0.05])
+    for j, key in enumerate(keys):
+        xs, ys, es = [], [], []
+        for i, (_, b) in enumerate(entries):
+            x = i + (j - (len(keys) - 1) / 2) * width
+            m, s = b.mean[key], b.std[key]
+            if math.isnan(m):
+                ax.text(x, 0.01 * top, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
+                continue
+            xs.append(x)
+            ys.append(m)
+            es.append(0.0 if math.isnan(s) else s)
+        ax.bar(xs, ys, width, yerr=es, capsize=2, color=colours[j], label=STATISTICS[key])
+    ax.set_xticks(range(len(entries)))
+    ax.set_xticklabels([f"{name}\n({b.kind})" for name, b in entries], fontsize=8)
+    ax.set_ylabel("mean distance over position pairs")
+    ax.set_ylim(0, top * 1.25)
+    ax.legend(fontsize=8, ncols=4, loc="upper center")
+    if title:
+        ax.set_title(title, fontsize=10)
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig

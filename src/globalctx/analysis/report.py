@@ -1,0 +1,177 @@
+"""The markdown analysis section: statistics table, GCNet's reading next to ours, figures.
+
+Used by ``globalctx analyze`` and by ``globalctx compare`` for its NL/DNL/GC variants.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .capture import PAIRWISE, capture, find_blocks
+from .stats import QueryIndependence, _images_of, _model_device, query_independence
+
+__all__ = ["report_section", "load_source", "gcnet_reading", "FAR_MORE_ALIKE"]
+
+# "far more alike": the attention maps' mean cosine distance is below this fraction of the inputs'
+FAR_MORE_ALIKE = 0.5
+
+GCNET_READING = (
+    "GCNet (Cao et al., 2019, §2.2, Table 1) found for NL blocks trained on COCO that the "
+    "attention maps of different query positions are almost the same: their cosine distance "
+    "and JSD are far smaller than the cosine distance between the inputs at those positions, "
+    'and the outputs before fusion (z - x) are almost the same for all positions ("the values '
+    "of cosine distance in 'output' are quite small\")."
+)
+
+
+def load_source(source) -> tuple[nn.Module, dict]:
+    """A model, or a run dir / checkpoint path loaded with ``globalctx.train.checkpoint.load_model``."""
+    if isinstance(source, nn.Module):
+        return source, {}
+    path = Path(source)
+    if not path.exists():
+        raise ValueError(f"no such run directory or checkpoint: {str(path)!r}")
+    try:
+        from ..train.checkpoint import load_model
+    except ImportError as e:
+        raise ImportError("loading a checkpoint needs globalctx.train (the trainer)") from e
+    model, config = load_model(path)
+    return model, dict(config or {})
+
+
+def gcnet_reading(stats: QueryIndependence, *, ratio: float = FAR_MORE_ALIKE) -> list[str]:
+    """One sentence per pairwise block: does it reproduce GCNet's finding, with the numbers.
+
+    Criterion (stated in the text): ``cos(att) < ratio * cos(input)`` ("far more alike"),
+    ``ratio`` = :data:`FAR_MORE_ALIKE` by default.
+    """
+    lines = []
+    for b in stats:
+        if b.kind != PAIRWISE:
+            continue
+        ci, co, ca, js = (b.mean[k] for k in ("input_cos", "output_cos", "att_cos", "att_jsd"))
+        if math.isnan(ci) or math.isnan(ca):
+            lines.append(f"`{b.name}`: undefined statistics (cos(input) {ci:.4f}, cos(att) {ca:.4f}).")
+            continue
+        rel = ca / ci if ci > 0 else math.inf
+        verdict = "reproduces" if rel < ratio else "does not reproduce"
+        out_txt = "n/a (zero output)" if math.isnan(co) else f"{co:.4f}"
+        js_txt = "n/a (signed rows)" if math.isnan(js) else f"{js:.4f} (max ln 2 = 0.6931)"
+        lines.append(
+            f"`{b.name}` {verdict} the finding: cos(att) = {ca:.4f} is {rel:.2f} x cos(input) = {ci:.4f} "
+            f"(criterion: < {ratio:g} x); cos(output) = {out_txt}; JSD(att) = {js_txt}."
+        )
+    return lines
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "model"
+
+
+@torch.no_grad()
+def report_section(
+    source,
+    loader: Iterable,
+    *,
+    out_dir=None,
+    name: str | None = None,
+    max_batches: int | None = 8,
+    max_queries: int = 256,
+    queries=3,
+    images: int = 6,
+    seed: int = 0,
+    blocks: Sequence[str] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    heading_level: int = 2,
+    device=None,
+) -> str:
+    """Analyse one model and return a markdown section (statistics, reading, figures).
+
+    Args:
+        source: an ``nn.Module``, or a run directory / ``.safetensors`` checkpoint (loaded with
+            ``globalctx.train.checkpoint.load_model``).
+        loader: re-iterable batches (a ``DataLoader`` or a list) of images or
+            ``(images, labels)``; the first batch also feeds the figures.
+        out_dir: where to write PNGs (``attention_<block>.png`` per block, ``stats.png``,
+            prefixed by ``name`` when given); no figures when ``None``. Links in the markdown are
+            relative to ``out_dir``.
+        name: label of the model (section title, file prefix). Default: ``'model'``.
+        max_batches: batches used for the statistics. Default: ``8``.
+        max_queries: exact attention statistics up to this many positions, sampled above
+            (see :mod:`globalctx.analysis.stats`). Default: ``256``.
+        queries: query points per figure (see :func:`~globalctx.analysis.capture`). Default: ``3``.
+        images: rows per attention figure. Default: ``6``.
+        seed: seed for query sampling. Default: ``0``.
+        blocks: restrict to these blocks. Default: all NL/DNL/GC/SNL blocks.
+        mean, std: image normalisation to undo in figures. Default: none (min-max display).
+        heading_level: markdown level of the section title. Default: ``2``.
+        device: where to run. Default: the model's device.
+
+    Returns:
+        markdown text. A model without attention blocks gets a one-line section saying so.
+    """
+    model, _config = load_source(source)
+    label = name or "model"
+    h = "#" * max(1, int(heading_level))
+    if not find_blocks(model):
+        return f"{h} Analysis: {label}\n\nNo NL/DNL/GC/SNL attention blocks in this model: nothing to analyse.\n"
+    device = torch.device(device) if device is not None else _model_device(model)
+    stats = query_independence(
+        model, loader, max_queries=max_queries, seed=seed, max_batches=max_batches, blocks=blocks, device=device
+    )
+    nimg = max(b.images for b in stats)
+    parts = [
+        f"{h} Analysis: {label}",
+        "",
+        f"Query-independence statistics (GCNet Table 1) over {nimg} images: mean over all ordered "
+        "pairs of positions (self-pairs included) of the cosine distance (1 - cos)/2 of block "
+        "inputs x_i, block outputs before fusion z_i - x_i and attention maps of query i, and "
+        "the Jensen-Shannon divergence (nats) of the attention maps; mean (std over images). "
+        f"Attention statistics are exact when queries = positions, otherwise estimated from a seeded "
+        f"sample of {max_queries} query positions per batch (seed {seed}).",
+        "",
+        stats.to_markdown(),
+        "",
+        f"**GCNet's reading.** {GCNET_READING}",
+        "",
+    ]
+    reading = gcnet_reading(stats)
+    if reading:
+        parts += ["**Here.** " + " ".join(reading), ""]
+    else:
+        parts += [
+            "**Here.** Only GC/SNL blocks (one attention map shared by all queries, so their attention "
+            "distances are 0 by construction); the input/output distances are reported above.",
+            "",
+        ]
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        prefix = f"{_slug(name)}_" if name else ""
+        from .plots import plot_attention, plot_statistics
+
+        first = _images_of(next(iter(loader)))[:images]
+        was_training = model.training
+        model.eval()
+        try:
+            with capture(model, queries=queries, blocks=blocks, seed=seed, record_io=False) as rec:
+                model(first.to(device))
+        finally:
+            model.train(was_training)
+        stats_png = f"{prefix}stats.png"
+        plot_statistics(stats, out / stats_png, title=f"Query-independence statistics: {label}")
+        parts += [f"![statistics per block]({stats_png})", ""]
+        for block in rec.blocks:
+            if len(rec.spatial_shape(block)) != 2:
+                continue
+            png = f"{prefix}attention_{_slug(block)}.png"
+            plot_attention(first, rec, block, out / png, max_images=images, mean=mean, std=std)
+            parts += [f"![attention maps of {block}]({png})", ""]
+    return "\n".join(parts)

@@ -9,6 +9,7 @@ from .transform import Bottleneck, LinearTransform, StackedTransforms
 
 # preset modules register their blocks on import
 from . import presets  # noqa: E402,F401  isort: skip
+from . import presets_channel  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "AddFusion",

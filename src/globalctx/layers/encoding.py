@@ -1,0 +1,135 @@
+"""EncNet's context encoding in pure PyTorch (Zhang et al., CVPR 2018, arXiv 1803.08904).
+
+Shape legend: ``N`` batch, ``C`` channels (= the encoding's ``D``), ``K`` codewords,
+``*S`` 1..3 spatial dims, ``L = prod(S)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .channel_block import ChannelContextBlock
+from .helpers import check_input
+
+__all__ = ["Encoding", "EncodingPool", "EncModule"]
+
+
+class Encoding(nn.Module):
+    """The encoding layer: soft-assignment residual encoding with learned codewords.
+
+    ``a_ik = softmax_k(s_k ||x_i - d_k||^2)``, ``e_k = sum_i a_ik (x_i - d_k)``. As the official
+    ``encoding.nn.Encoding`` the smoothing factors are stored with their sign (``s_k`` initialised
+    uniform in ``[-1, 0]``, so ``s_k = -beta_k`` of the paper) and codewords uniform in
+    ``+-1/sqrt(K D)``. No CUDA extension: distances are ``|x|^2 - 2 x.d + |d|^2`` (one GEMM) and
+    the aggregation ``A^T X - (sum_i A) d`` (one more); the softmax runs in fp32.
+
+    Args:
+        channels: ``D``.
+        num_codes: ``K``. Default: ``32``.
+
+    Shape:
+        - Input: ``[N, D, *S]``
+        - Output: ``[N, K, D]``
+    """
+
+    def __init__(self, channels: int, num_codes: int = 32, *, device=None, dtype=None):
+        super().__init__()
+        if num_codes < 1:
+            raise ValueError(f"enc: num_codes must be >= 1, got {num_codes}")
+        dd = {"device": device, "dtype": dtype}
+        self.channels = channels
+        self.num_codes = num_codes
+        self.codewords = nn.Parameter(torch.empty(num_codes, channels, **dd))
+        self.scale = nn.Parameter(torch.empty(num_codes, **dd))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        std = 1.0 / math.sqrt(self.num_codes * self.channels)
+        nn.init.uniform_(self.codewords, -std, std)
+        nn.init.uniform_(self.scale, -1.0, 0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(2).transpose(1, 2)  # [N, L, D]
+        d = self.codewords.to(x.dtype)  # [K, D]
+        dist = (x * x).sum(-1, keepdim=True) - 2.0 * torch.matmul(x, d.t()) + (d * d).sum(-1)  # [N, L, K]
+        a = torch.softmax((dist * self.scale.to(x.dtype)).float(), dim=-1).to(x.dtype)  # [N, L, K]
+        e = torch.matmul(a.transpose(1, 2), x)  # [N, K, L] @ [N, L, D] -> [N, K, D]
+        return e - a.sum(1).unsqueeze(-1) * d  # [N, K, D]
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, num_codes={self.num_codes}"
+
+
+class EncodingPool(nn.Module):
+    """EncModule's context: 1x1 conv (no bias), BN, ReLU, :class:`Encoding`, BN over codes, ReLU,
+    mean over codes (official ``EncModule.encoding``).
+
+    The 1x1 conv is a channel GEMM on ``[N, C, L]`` (any 1..3 spatial dims).
+
+    Shape:
+        - Input: ``[N, C, *S]``
+        - Output: ``[N, C]``
+    """
+
+    def __init__(self, channels: int, num_codes: int = 32, *, device=None, dtype=None):
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        self.channels = channels
+        self.proj = nn.Linear(channels, channels, bias=False, **dd)  # official Conv2d(C, C, 1, bias=False)
+        self.bn = nn.BatchNorm1d(channels, **dd)
+        self.encoding = Encoding(channels, num_codes, **dd)
+        self.code_bn = nn.BatchNorm1d(num_codes, **dd)
+        self.act = nn.ReLU()
+
+    def reset_parameters(self) -> None:
+        for m in (self.proj, self.bn, self.encoding, self.code_bn):
+            m.reset_parameters()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.matmul(self.proj.weight, x.flatten(2))  # [C, C] @ [N, C, L] -> [N, C, L]
+        x = self.act(self.bn(x))
+        e = self.act(self.code_bn(self.encoding(x)))  # [N, K, C]
+        return e.mean(1)  # [N, C]
+
+
+class EncModule(ChannelContextBlock):
+    """EncNet's EncModule as a framework block, with the optional SE-loss head.
+
+    ``e = EncodingPool(x)``, ``gamma = sigmoid(W e + b)``, ``y = ReLU(x + x * gamma)``; the SE-loss
+    head is ``Linear(C, num_classes)`` on ``e`` (class-presence logits for a BCE loss).
+    ``forward(x)`` returns ``y`` only (so the block plugs in anywhere); :meth:`forward_se` returns
+    ``(y, se_logits)`` from one pass. 572,571 parameters for ``C=512, K=32, 59`` classes.
+
+    Args:
+        channels: ``C``.
+        context, transform, fusion: the parts (see :func:`globalctx.layers.presets_channel.enc_block`).
+        num_classes: SE-loss classes; ``None`` for no head. Default: ``None``.
+
+    Shape:
+        - Input: ``[N, C, *S]``
+        - Output: ``[N, C, *S]``; ``forward_se`` also ``[N, num_classes]``
+    """
+
+    def __init__(
+        self, channels: int, *, context, transform, fusion, num_classes: int | None = None, device=None, dtype=None
+    ):
+        super().__init__(channels, context=context, transform=transform, fusion=fusion)
+        if num_classes is not None and num_classes < 1:
+            raise ValueError(f"enc: num_classes must be >= 1 or None, got {num_classes}")
+        self.se_head = nn.Linear(channels, num_classes, device=device, dtype=dtype) if num_classes else None
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if self.se_head is not None:
+            self.se_head.reset_parameters()
+
+    def forward_se(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(y, se_logits)``; raises ``ValueError`` when built without ``num_classes``."""
+        if self.se_head is None:
+            raise ValueError("enc: forward_se needs a SE-loss head; build with num_classes=<int>")
+        check_input(x, self.channels, "EncModule")
+        e = self.context(x)  # [N, C]
+        return self.fusion(x, self.transform(e)), self.se_head(e)

@@ -10,7 +10,7 @@ Squeeze-and-Excitation and its channel-attention family, behind one API::
 
 from . import convert, layers
 from .layers import create_block, list_blocks, register_block
-from .models import Placement, create_model, list_models
+from .models import Placement, create_model, list_models, plug
 
 __version__ = "0.1.0"
 
@@ -24,4 +24,5 @@ __all__ = [
     "Placement",
     "create_model",
     "list_models",
+    "plug",
 ]

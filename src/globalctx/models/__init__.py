@@ -4,6 +4,7 @@
 """
 
 from .placement import POSITIONS, Placement, default_placement, init_blocks
+from .plug import Inserted, plug
 from .registry import create_model, get_model, list_models, register_model
 from .resnet import BasicBlock, Bottleneck, ResNet
 
@@ -16,7 +17,9 @@ __all__ = [
     "create_model",
     "default_placement",
     "get_model",
+    "Inserted",
     "init_blocks",
+    "plug",
     "list_models",
     "register_model",
 ]

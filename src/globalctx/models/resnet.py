@@ -276,7 +276,7 @@ class ResNet(nn.Module):
         ]
         self._build_head(num_classes, drop_rate)
         self.zero_init_residual = zero_init_residual
-        self.placements: list[Placement] = []
+        self.placements = []  # the Placement objects applied, in order
         self.init_weights()
         for p in as_placements(attn):
             self.add_placement(p)

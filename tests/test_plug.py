@@ -1,0 +1,171 @@
+"""plug(): blocks inserted into existing models leave outputs unchanged at insertion."""
+
+import pytest
+import torch
+from torch import nn
+
+import globalctx
+from globalctx.models import init_blocks
+
+
+class TVBottleneck(nn.Module):
+    """torchvision's Bottleneck layout (shared ReLU, stride on the 3x3, downsample Sequential)."""
+
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or inplanes != planes * 4:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes * 4, 1, stride, bias=False), nn.BatchNorm2d(planes * 4)
+            )
+
+    def forward(self, x):
+        idt = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.relu(self.bn3(self.conv3(out)) + idt)
+
+
+class TVNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = nn.Sequential(TVBottleneck(16, 8), TVBottleneck(32, 8))
+        self.layer2 = nn.Sequential(TVBottleneck(32, 16, 2), TVBottleneck(64, 16))
+        self.fc = nn.Linear(64, 5)
+
+    def forward(self, x):
+        x = self.layer2(self.layer1(self.relu(self.bn1(self.conv1(x)))))
+        return self.fc(x.mean((2, 3)))
+
+
+def _randomise_bn(model):
+    # non-trivial BN statistics so an identity test could fail
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+            nn.init.uniform_(m.bias, -0.2, 0.2)
+    return model.eval()
+
+
+IDENTITY_BLOCKS = [
+    ("gc", {}),
+    ("snl", {}),
+    ("se", {"zero_init_last": True, "identity_init": True}),
+    ("gc", {"fusion": ("add", "mul"), "identity_init": True}),
+]
+POSITIONS = ["after_conv1", "after_conv2", "after_conv3", "before_add", "after_add", "before_conv"]
+
+
+@pytest.mark.parametrize("position", POSITIONS)
+@pytest.mark.parametrize("block,opts", IDENTITY_BLOCKS)
+def test_plug_identity_own_model(block, opts, position):
+    m = _randomise_bn(globalctx.create_model("resnet50_small", num_classes=7, base_width=4))
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        ref = m(x)
+        m2, added = globalctx.plug(m, block, where=r"layer3.*|layer4.*", position=position, **opts)
+        out = m2(x)
+    assert m2 is m and len(added) >= 9  # 6 + 3 blocks
+    assert all(a.position == position for a in added)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("position", POSITIONS)
+@pytest.mark.parametrize("block,opts", IDENTITY_BLOCKS[:3])
+def test_plug_identity_torchvision_layout(block, opts, position):
+    net = _randomise_bn(TVNet())
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        ref = net(x)
+        _, added = globalctx.plug(net, block, where="layer2.*", position=position, **opts)
+        out = net(x)
+    per_block = {"before_conv": 3, "after_add": 1}.get(position, 1)
+    assert len(added) == 2 * per_block + (1 if position == "before_conv" else 0)  # + downsample conv
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+    # the blocks really run: perturbing one changes the output
+    with torch.no_grad():
+        for a in added:
+            for p in a.block.parameters():
+                p.add_(0.5)
+        assert not torch.allclose(net(x), ref)
+
+
+def test_plug_channels_inferred_and_recorded():
+    net = TVNet()
+    _, added = globalctx.plug(net, "gc", where="layer1.*|layer2.*", position="after_conv2", rd_ratio=1 / 4)
+    assert [a.channels for a in added] == [8, 8, 16, 16]
+    _, added = globalctx.plug(net, "gc", where="layer2.1", position="after_add")
+    assert [a.channels for a in added] == [64] and added[0].name == "layer2.1.block"
+
+
+def test_plug_generic_after_before():
+    net = nn.Sequential(nn.Conv2d(3, 12, 3), nn.ReLU(), nn.Conv2d(12, 6, 1))
+    x = torch.randn(1, 3, 9, 9)
+    with torch.no_grad():
+        ref = net(x)
+        _, added = globalctx.plug(net, "gc", where="0", position="after", rd_ratio=1 / 4)
+        _, added2 = globalctx.plug(net, "snl", where="2", position="before")
+        torch.testing.assert_close(net(x), ref, rtol=0, atol=1e-6)
+    assert added[0].channels == 12 and added2[0].channels == 12
+
+
+def test_plug_errors():
+    net = TVNet()
+    with pytest.raises(ValueError, match="matches no module"):
+        globalctx.plug(net, "gc", where="layer9.*")
+    with pytest.raises(ValueError, match="unknown position 'middle'"):
+        globalctx.plug(net, "gc", where="layer1.*", position="middle")
+    with pytest.raises(ValueError, match="no residual block"):
+        globalctx.plug(net, "gc", where="fc", position="after_add")
+    with pytest.raises(ValueError, match="cannot infer the channels"):
+        globalctx.plug(nn.Sequential(nn.ReLU()), "gc", where="0", position="after")
+    basic = globalctx.create_model("resnet18_small", base_width=8)
+    with pytest.raises(ValueError, match="'after_conv3' is not valid for BasicBlock"):
+        globalctx.plug(basic, "gc", where="layer1.0", position="after_conv3")
+
+
+def test_plugged_blocks_survive_parent_reinit():
+    net = TVNet()
+    _, added = globalctx.plug(net, "gc", where="layer2.*", position="before_add")
+    for m in net.modules():  # a parent's blanket init
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight)
+            nn.init.normal_(m.bias)
+    assert init_blocks(net) == len(added)
+    assert all(a.block.transform.fc2.weight.abs().sum() == 0 for a in added)
+
+
+def test_plug_torchvision_resnet50_identity():
+    tv = pytest.importorskip("torchvision", reason="torchvision not installed (optional)")
+    net = _randomise_bn(tv.models.resnet50(num_classes=10))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = net(x)
+        _, added = globalctx.plug(net, "gc", where="layer3.*|layer4.*", position="after_add")
+        torch.testing.assert_close(net(x), ref, rtol=0, atol=1e-5)
+    assert len(added) == 9
+
+
+def test_plug_timm_resnet50_identity():
+    timm = pytest.importorskip("timm", reason="timm not installed (optional)")
+    net = _randomise_bn(timm.create_model("resnet50", num_classes=10))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = net(x)
+        _, added = globalctx.plug(net, "gc", where="layer3.*|layer4.*", position="after_conv1")
+        torch.testing.assert_close(net(x), ref, rtol=0, atol=1e-5)
+    assert len(added) == 9

@@ -1,0 +1,243 @@
+"""Attention kernels of the Non-local family, none of which builds the ``L x L_k`` matrix by default.
+
+Shape legend: ``N`` batch, ``L`` query positions, ``L_k`` key positions (``L`` or ``L`` after
+sub-sampling), ``d`` query/key width, ``d_v`` value width, ``Q`` selected query rows.
+
+Every kernel takes ``q [N, L, d]``, ``k [N, L_k, d]``, ``v [N, L_k, d_v]`` (positions-major, the
+layout SDPA wants) and returns ``y [N, L, d_v]``:
+
+=================  ==========================================  ==========================================
+form               ``y_i``                                     backends (``auto`` picks the first)
+=================  ==========================================  ==========================================
+``softmax``        ``sum_j softmax_j(s q_i.k_j) v_j``          ``sdpa``, ``chunked``, ``reference``
+``dot_product``    ``sum_j (q_i.k_j / L_k) v_j``               ``linear``, ``chunked``, ``reference``
+``concatenation``  ``sum_j ReLU(a_i + b_j) / L_k v_j``         ``chunked``, ``reference``
+=================  ==========================================  ==========================================
+
+- ``sdpa``: :func:`torch.nn.functional.scaled_dot_product_attention` on ``[N, 1, L, d]`` views with
+  last-dim stride 1, the only layout for which the CPU build dispatches its fused flash kernel
+  (``aten::_scaled_dot_product_flash_attention_for_cpu``: O(L) memory, fp32 softmax statistics
+  for fp16/bf16 inputs). The CPU flash kernel also needs ``d == d_v``: the narrower side is
+  zero-padded (zero columns of ``q``/``k`` leave the logits unchanged; zero columns of ``v`` are
+  cut off the output).
+- ``linear``: associativity, ``q @ (k^T v) / L_k``: O(L d d_v) time and O(d d_v) extra memory.
+- ``chunked``: query chunks of ``chunk_size`` rows, each building a ``[N, chunk, L_k]`` block in
+  fp32. The default chunk size keeps one block at :data:`CHUNK_ELEMENTS` elements (16 MiB in
+  fp32), so the peak extra memory is about two such blocks (logits and weights), whatever ``L``.
+  With autograd on, each chunk is recomputed in the backward pass (activation checkpointing),
+  so training memory is bounded the same way.
+- ``reference``: the plain formula with the full ``[N, L, L_k]`` matrix in fp32; for tests and
+  small maps only.
+
+Under fp16/bf16 (autocast or half inputs) the ``linear``, ``chunked`` and ``reference`` paths
+compute logits, sums and the softmax in fp32 with autocast disabled. The softmax forms return
+the value dtype (a convex combination of values cannot overflow it); the dot-product and
+concatenation forms return fp32, since their un-normalised sums can exceed the fp16 range.
+``sdpa`` relies on the fused kernels' fp32 accumulation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+__all__ = [
+    "BACKENDS",
+    "CHUNK_ELEMENTS",
+    "FORMS",
+    "resolve_backend",
+    "default_chunk_size",
+    "softmax_attention",
+    "dot_product_attention",
+    "concat_attention",
+    "attention",
+]
+
+BACKENDS = ("auto", "sdpa", "linear", "chunked", "reference")
+FORMS = ("softmax", "dot_product", "concatenation")
+_VALID = {
+    "softmax": ("sdpa", "chunked", "reference"),
+    "dot_product": ("linear", "chunked", "reference"),
+    "concatenation": ("chunked", "reference"),
+}
+#: elements of one ``[N, chunk, L_k]`` block in the chunked kernels (2**22 = 16 MiB in fp32)
+CHUNK_ELEMENTS = 2**22
+
+
+def resolve_backend(form: str, backend: str) -> str:
+    """The concrete backend for ``form``; ``'auto'`` gives the fastest exact one.
+
+    Raises ``ValueError`` naming the valid choices for an unknown backend or one that cannot
+    compute ``form`` (e.g. ``'sdpa'`` for the un-normalised dot product).
+    """
+    if form not in _VALID:
+        raise ValueError(f"unknown attention form {form!r}; valid forms: {FORMS}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid backends: {BACKENDS}")
+    if backend == "auto":
+        return _VALID[form][0]
+    if backend not in _VALID[form]:
+        raise ValueError(f"backend {backend!r} cannot compute the {form} form; valid: {('auto',) + _VALID[form]}")
+    return backend
+
+
+def default_chunk_size(n: int, lk: int) -> int:
+    """Query rows per chunk so that one ``[n, chunk, lk]`` block has at most CHUNK_ELEMENTS."""
+    return max(1, CHUNK_ELEMENTS // max(1, n * lk))
+
+
+def _fp32(t: torch.Tensor) -> torch.Tensor:
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def _no_autocast(t: torch.Tensor):
+    return torch.autocast(device_type=t.device.type, enabled=False)
+
+
+def _chunked(fn, q: torch.Tensor, rest: tuple[torch.Tensor, ...], chunk_size: int | None, lk: int) -> torch.Tensor:
+    """Apply ``fn(q_chunk, *rest)`` over query chunks; checkpoint each chunk when autograd is on."""
+    n, length = q.shape[0], q.shape[1]
+    cs = chunk_size or default_chunk_size(n, lk)
+    if cs >= length:
+        return fn(q, *rest)
+    grad = torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in (q,) + rest)
+    outs = []
+    for s in range(0, length, cs):
+        qc = q[:, s : s + cs]
+        outs.append(checkpoint(fn, qc, *rest, use_reentrant=False) if grad else fn(qc, *rest))
+    return torch.cat(outs, dim=1)  # [N, L, d_v]
+
+
+# ---------------------------------------------------------------------------------------------
+# softmax form (Gaussian, embedded Gaussian, DNL pairwise term)
+
+
+def softmax_rows(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
+    """``softmax_j(scale * q_i . k_j)`` in fp32: ``[N, Q, d] x [N, L_k, d] -> [N, Q, L_k]``."""
+    with _no_autocast(q):
+        logits = torch.matmul(_fp32(q), _fp32(k).transpose(1, 2)) * scale  # [N, Q, L_k]
+        return logits.softmax(dim=-1)
+
+
+def _softmax_chunk(qc: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    with _no_autocast(qc):
+        return torch.matmul(softmax_rows(qc, k, scale), _fp32(v))  # [N, Q, L_k] @ [N, L_k, d_v]
+
+
+def _pad_last(t: torch.Tensor, width: int) -> torch.Tensor:
+    return t if t.shape[-1] == width else F.pad(t, (0, width - t.shape[-1]))
+
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    dv = v.shape[-1]
+    width = max(q.shape[-1], dv)
+    # [N, 1, L, w]: 4-D, last-dim stride 1 (the CPU flash kernel's requirements), d == d_v
+    q4, k4, v4 = (_pad_last(t, width).unsqueeze(1) for t in (q, k, v))
+    q4, k4, v4 = (t if t.stride(-1) == 1 else t.contiguous() for t in (q4, k4, v4))
+    y = F.scaled_dot_product_attention(q4, k4, v4, scale=scale)  # [N, 1, L, w]
+    return y.squeeze(1)[..., :dv]  # [N, L, d_v]
+
+
+def softmax_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    scale: float,
+    backend: str = "auto",
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """``y_i = sum_j softmax_j(scale * q_i . k_j) v_j``: ``[N, L, d], [N, L_k, d], [N, L_k, d_v] -> [N, L, d_v]``."""
+    backend = resolve_backend("softmax", backend)
+    if backend == "sdpa":
+        return _sdpa(q, k, v, scale)
+    if backend == "chunked":
+        return _chunked(_softmax_chunk, q, (k, v, scale), chunk_size, k.shape[1]).to(v.dtype)
+    return _softmax_chunk(q, k, v, scale).to(v.dtype)  # reference: one chunk = the whole matrix
+
+
+# ---------------------------------------------------------------------------------------------
+# dot-product form (C(x) = L_k)
+
+
+def dot_product_rows(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``q_i . k_j / L_k`` in fp32: ``[N, Q, d] x [N, L_k, d] -> [N, Q, L_k]`` (rows do not sum to 1)."""
+    with _no_autocast(q):
+        return torch.matmul(_fp32(q), _fp32(k).transpose(1, 2)) / k.shape[1]
+
+
+def _dot_chunk(qc: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    with _no_autocast(qc):
+        return torch.matmul(dot_product_rows(qc, k), _fp32(v))  # [N, Q, d_v]
+
+
+def dot_product_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str = "auto", chunk_size: int | None = None
+) -> torch.Tensor:
+    """``y_i = sum_j (q_i . k_j / L_k) v_j``: ``[N, L, d], [N, L_k, d], [N, L_k, d_v] -> [N, L, d_v]``."""
+    backend = resolve_backend("dot_product", backend)
+    if backend == "linear":
+        with _no_autocast(q):
+            kv = torch.matmul(_fp32(k).transpose(1, 2), _fp32(v)) / k.shape[1]  # [N, d, d_v]
+            return torch.matmul(_fp32(q), kv)  # [N, L, d_v]
+    if backend == "chunked":
+        return _chunked(_dot_chunk, q, (k, v), chunk_size, k.shape[1])
+    return _dot_chunk(q, k, v)
+
+
+# ---------------------------------------------------------------------------------------------
+# concatenation form: ReLU(w^T [theta_i, phi_j]) = ReLU(a_i + b_j), C(x) = L_k
+
+
+def concat_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``ReLU(a_i + b_j) / L_k`` in fp32: ``[N, Q], [N, L_k] -> [N, Q, L_k]`` (rows do not sum to 1)."""
+    with _no_autocast(a):
+        return torch.relu(_fp32(a).unsqueeze(-1) + _fp32(b).unsqueeze(1)) / b.shape[1]  # [N, Q, L_k]
+
+
+def _concat_chunk(ac: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    with _no_autocast(ac):
+        return torch.matmul(concat_rows(ac, b), _fp32(v))  # [N, Q, d_v]
+
+
+def concat_attention(
+    a: torch.Tensor, b: torch.Tensor, v: torch.Tensor, *, backend: str = "auto", chunk_size: int | None = None
+) -> torch.Tensor:
+    """``y_i = sum_j ReLU(a_i + b_j) / L_k v_j``: ``[N, L], [N, L_k], [N, L_k, d_v] -> [N, L, d_v]``.
+
+    ``a_i = w_theta . theta_i`` and ``b_j = w_phi . phi_j`` are the two halves of the concatenation
+    projection ``w^T [theta_i, phi_j]``.
+    """
+    backend = resolve_backend("concatenation", backend)
+    if backend == "chunked":
+        return _chunked(_concat_chunk, a, (b, v), chunk_size, b.shape[1])
+    return _concat_chunk(a, b, v)
+
+
+def attention(
+    form: str,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    scale: float = 1.0,
+    backend: str = "auto",
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """Dispatch on ``form`` (``'softmax'``, ``'dot_product'``, ``'concatenation'``; for the last one
+    ``q = a [N, L]`` and ``k = b [N, L_k]``)."""
+    if form == "softmax":
+        return softmax_attention(q, k, v, scale=scale, backend=backend, chunk_size=chunk_size)
+    if form == "dot_product":
+        return dot_product_attention(q, k, v, backend=backend, chunk_size=chunk_size)
+    if form == "concatenation":
+        return concat_attention(q, k, v, backend=backend, chunk_size=chunk_size)
+    raise ValueError(f"unknown attention form {form!r}; valid forms: {FORMS}")
+
+
+def inv_sqrt(d: int) -> float:
+    """``1 / sqrt(d)``: the official NL/DNL logit scale (divides; the ``/= d**-0.5`` bug multiplies)."""
+    return 1.0 / math.sqrt(d)

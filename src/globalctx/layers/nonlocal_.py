@@ -1,0 +1,286 @@
+"""Non-local block (Wang et al., CVPR 2018, arXiv 1711.07971), one module for 1D, 2D and 3D maps.
+
+Shape legend: ``N`` batch, ``C`` channels, ``C_r`` inner width (``d``), ``*S`` 1..3 spatial dims,
+``L = prod(S)``, ``*S_k`` / ``L_k`` the key positions (``S`` or ``S`` after sub-sampling),
+``Q`` selected query positions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import attention as attn
+from .helpers import check_input, rd_width
+from .registry import register_block
+
+__all__ = ["NonLocal", "subsample_pool", "nl_block", "PAIRWISE"]
+
+PAIRWISE = ("gaussian", "embedded_gaussian", "dot_product", "concatenation")
+SUBSAMPLE_ORDERS = ("pool_first", "embed_first")
+_FORM = {
+    "gaussian": "softmax",
+    "embedded_gaussian": "softmax",
+    "dot_product": "dot_product",
+    "concatenation": "concatenation",
+}
+
+
+def subsample_pool(x: torch.Tensor) -> torch.Tensor:
+    """The NL sub-sampling max-pool: 2 in 1D, 2x2 in 2D, 1x2x2 in 3D (time kept).
+
+    ``[N, C, *S] -> [N, C, *S_k]`` with each pooled dim halved (floor). Pooled dims must be >= 2.
+    """
+    nd = x.dim() - 2
+    pooled = x.shape[2:] if nd < 3 else x.shape[3:]
+    if any(s < 2 for s in pooled):
+        raise ValueError(f"sub-sampling needs pooled spatial dims >= 2, got input shape {list(x.shape)}")
+    if nd == 1:
+        return F.max_pool1d(x, 2)
+    if nd == 2:
+        return F.max_pool2d(x, 2)
+    return F.max_pool3d(x, (1, 2, 2))
+
+
+def _positions(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(2).transpose(1, 2)  # [N, C, *S] -> [N, L, C] (view)
+
+
+class NonLocal(nn.Module):
+    """Non-local block ``z = BN(W_z y) + x``, ``y_i = 1/C(x) sum_j f(x_i, x_j) g(x_j)`` (Wang et al. 2018).
+
+    `Paper <https://arxiv.org/abs/1711.07971>`_. The four pairwise functions:
+
+    - ``'gaussian'``: ``softmax_j(x_i^T x_j)`` (no embeddings; keys are ``x`` itself),
+    - ``'embedded_gaussian'``: ``softmax_j(theta_i^T phi_j / sqrt(C_r))`` (the scale as in the
+      official code and mmcv, ``use_scale=True``; it divides by ``sqrt(C_r)``),
+    - ``'dot_product'``: ``theta_i^T phi_j / L_k``,
+    - ``'concatenation'``: ``ReLU(w^T [theta_i, phi_j]) / L_k``.
+
+    ``theta``, ``phi``, ``g`` are 1x1 embeddings ``C -> C_r`` (stored as ``nn.Linear``), ``W_z``
+    (``out``) maps ``C_r -> C`` and is followed by BatchNorm whose gamma (and beta) start at zero,
+    so the block is an exact identity at insertion (with ``norm=False``, ``W_z`` weight and bias
+    start at zero instead). The other layers use the official init: normal, std 0.01, zero bias;
+    the concatenation projection uses mmcv's (Kaiming normal, fan-out, ReLU gain).
+
+    No path builds the ``L x L_k`` matrix unless asked to (``backend='reference'``): softmax
+    forms go through fused SDPA, the dot product through ``theta (phi^T g) / L_k``,
+    concatenation through bounded query chunks (see :mod:`globalctx.layers.attention`).
+
+    Args:
+        channels: ``C``.
+        pairwise: one of ``'gaussian'``, ``'embedded_gaussian'``, ``'dot_product'``,
+            ``'concatenation'``. Default: ``'embedded_gaussian'``.
+        rd_ratio, rd_channels, rd_divisor: inner width ``C_r``. Default: ``C // 2``.
+        use_scale: divide logits by ``sqrt(d)`` (``d = C_r``, or ``C`` for ``'gaussian'``). Only
+            for the softmax forms. Default: ``None`` = on for ``'embedded_gaussian'``, off for
+            ``'gaussian'`` (as mmcv).
+        subsample: max-pool keys and values (2 / 2x2 / 1x2x2), ``L_k = L / 4`` in 2D.
+            Default: ``False``.
+        subsample_order: ``'pool_first'`` pools ``x`` before ``phi`` and ``g`` (the official
+            Caffe2 NL and DNL code; 4x fewer projection FLOPs in 2D) or ``'embed_first'`` pools
+            their outputs (the paper's figure and mmcv). Default: ``'pool_first'``.
+        norm: BatchNorm after ``W_z``. Default: ``True``.
+        bias: bias in ``theta``, ``phi``, ``g``. Default: ``True``.
+        out_bias: bias in ``W_z`` (mmcv drops it when a norm follows). Default: ``True``.
+        zero_init_last: zero BN gamma/beta (or ``W_z`` when ``norm=False``). Default: ``True``.
+        backend: ``'auto'``, ``'sdpa'``, ``'linear'``, ``'chunked'`` or ``'reference'``.
+            Default: ``'auto'``.
+        chunk_size: query rows per chunk for ``'chunked'`` (``None``: 16 MiB blocks).
+        device, dtype: factory kwargs.
+
+    Shape:
+        - Input: ``[N, C, *S]`` with 1, 2 or 3 spatial dims
+        - Output: same as input
+
+    Parameters (embedded Gaussian, ``C_r = C/2``, biases, BN): 132,224 / 526,592 / 2,101,760
+    for C = 256 / 512 / 1024.
+
+    Example::
+
+        >>> nl = NonLocal(64, pairwise="dot_product", subsample=True)
+        >>> nl(torch.randn(2, 64, 16, 16)).shape
+        torch.Size([2, 64, 16, 16])
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        pairwise: str = "embedded_gaussian",
+        rd_ratio: float = 0.5,
+        rd_channels: int | None = None,
+        rd_divisor: int = 1,
+        use_scale: bool | None = None,
+        subsample: bool = False,
+        subsample_order: str = "pool_first",
+        norm: bool = True,
+        bias: bool = True,
+        out_bias: bool = True,
+        zero_init_last: bool = True,
+        backend: str = "auto",
+        chunk_size: int | None = None,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        if pairwise not in PAIRWISE:
+            raise ValueError(f"nl: pairwise must be one of {PAIRWISE}, got {pairwise!r}")
+        if subsample_order not in SUBSAMPLE_ORDERS:
+            raise ValueError(f"nl: subsample_order must be one of {SUBSAMPLE_ORDERS}, got {subsample_order!r}")
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"nl: chunk_size must be >= 1 or None, got {chunk_size!r}")
+        form = _FORM[pairwise]
+        if use_scale is None:
+            use_scale = pairwise == "embedded_gaussian"
+        if use_scale and form != "softmax":
+            raise ValueError(f"nl: use_scale applies to the softmax forms only, not pairwise={pairwise!r}")
+        self.backend = attn.resolve_backend(form, backend)  # validates backend for this form
+        dd = {"device": device, "dtype": dtype}
+        self.channels = channels
+        self.pairwise = pairwise
+        self.form = form
+        self.rd_channels = rd_width(channels, rd_ratio, rd_channels, rd_divisor, what="nl")
+        self.use_scale = bool(use_scale)
+        self.subsample = subsample
+        self.subsample_order = subsample_order
+        self.zero_init_last = zero_init_last
+        self.chunk_size = chunk_size
+        cr = self.rd_channels
+        if pairwise == "gaussian":
+            self.theta = self.phi = None
+        else:
+            self.theta = nn.Linear(channels, cr, bias=bias, **dd)
+            self.phi = nn.Linear(channels, cr, bias=bias, **dd)
+        self.g = nn.Linear(channels, cr, bias=bias, **dd)
+        self.concat_project = nn.Linear(2 * cr, 1, bias=False, **dd) if pairwise == "concatenation" else None
+        self.out = nn.Linear(cr, channels, bias=out_bias, **dd)
+        self.norm = nn.BatchNorm1d(channels, **dd) if norm else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Official init (normal std 0.01, zero bias); zero BN gamma/beta or ``W_z`` when ``zero_init_last``."""
+        for m in (self.theta, self.phi, self.g, self.out):
+            if m is not None:
+                nn.init.normal_(m.weight, std=0.01)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        if self.concat_project is not None:
+            nn.init.kaiming_normal_(self.concat_project.weight, mode="fan_out", nonlinearity="relu")
+        last = self.norm if self.norm is not None else self.out
+        if self.norm is not None:
+            self.norm.reset_parameters()
+        if self.zero_init_last:
+            nn.init.zeros_(last.weight)
+            if last.bias is not None:
+                nn.init.zeros_(last.bias)
+
+    # -- embeddings -------------------------------------------------------------------------
+
+    @property
+    def scale(self) -> float:
+        """Logit scale of the softmax forms: ``1/sqrt(d)`` with ``use_scale``, else 1."""
+        d = self.channels if self.pairwise == "gaussian" else self.rd_channels
+        return 1.0 / math.sqrt(d) if self.use_scale else 1.0
+
+    def _keys_input(self, x: torch.Tensor) -> torch.Tensor:
+        return subsample_pool(x) if self.subsample and self.subsample_order == "pool_first" else x
+
+    def _embed_kv(self, layer: nn.Linear, x: torch.Tensor, xk: torch.Tensor) -> torch.Tensor:
+        """Key/value embedding ``[N, L_k, C_r]``, pooled before or after the projection."""
+        if self.subsample and self.subsample_order == "embed_first":
+            e = torch.matmul(layer.weight, x.flatten(2))  # [C_r, C] @ [N, C, L] -> [N, C_r, L]
+            if layer.bias is not None:
+                e = e + layer.bias.unsqueeze(-1)
+            e = subsample_pool(e.view(e.shape[:2] + x.shape[2:]))  # [N, C_r, *S_k]
+            return _positions(e)  # [N, L_k, C_r]
+        return F.linear(_positions(xk), layer.weight, layer.bias)  # [N, L_k, C_r]
+
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys, values: ``[N, L, d]``, ``[N, L_k, d]``, ``[N, L_k, C_r]``.
+
+        For ``'concatenation'`` the queries and keys are the projected scalars ``a [N, L]`` and
+        ``b [N, L_k]`` of ``w^T [theta_i, phi_j] = a_i + b_j``.
+        """
+        xk = self._keys_input(x)
+        v = self._embed_kv(self.g, x, xk)  # [N, L_k, C_r]
+        if self.pairwise == "gaussian":
+            q = _positions(x)  # [N, L, C]
+            k = _positions(subsample_pool(x)) if self.subsample else q  # [N, L_k, C]
+            return q, k, v
+        q = F.linear(_positions(x), self.theta.weight, self.theta.bias)  # [N, L, C_r]
+        k = self._embed_kv(self.phi, x, xk)  # [N, L_k, C_r]
+        if self.pairwise == "concatenation":
+            w_theta, w_phi = self.concat_project.weight.split(self.rd_channels, dim=1)  # [1, C_r] each
+            return F.linear(q, w_theta).squeeze(-1), F.linear(k, w_phi).squeeze(-1), v  # [N, L], [N, L_k]
+        return q, k, v
+
+    # -- public API -------------------------------------------------------------------------
+
+    def key_shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        """Spatial shape ``S_k`` of the key positions for input ``x [N, C, *S]``."""
+        s = tuple(x.shape[2:])
+        if not self.subsample:
+            return s
+        if len(s) == 3:
+            return (s[0], s[1] // 2, s[2] // 2)
+        return tuple(d // 2 for d in s)
+
+    def attention_rows(self, x: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        """Pairwise weights of the query positions ``queries`` over all key positions.
+
+        Args:
+            x: input ``[N, C, *S]``.
+            queries: LongTensor ``[Q]`` of flat indices into ``L`` (row-major over ``S``).
+
+        Returns:
+            ``[N, Q, L_k]`` in fp32 (reshape the last dim to :meth:`key_shape` for a map). Rows of
+            the softmax forms sum to 1; for ``'dot_product'`` and ``'concatenation'`` they are the
+            raw ``f(x_i, x_j) / C(x)`` weights with ``C(x) = L_k`` (not normalised to sum 1).
+            Only ``Q`` rows are computed; the ``L x L_k`` matrix is never built.
+        """
+        check_input(x, self.channels, type(self).__name__)
+        queries = torch.as_tensor(queries, dtype=torch.long, device=x.device).reshape(-1)
+        q, k, _ = self._qkv(x)
+        if self.form == "softmax":
+            return attn.softmax_rows(q[:, queries], k, self.scale)
+        if self.form == "dot_product":
+            return attn.dot_product_rows(q[:, queries], k)
+        return attn.concat_rows(q[:, queries], k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.channels, type(self).__name__)
+        q, k, v = self._qkv(x)
+        y = attn.attention(
+            self.form, q, k, v, scale=self.scale, backend=self.backend, chunk_size=self.chunk_size
+        )  # [N, L, C_r]
+        # W_z in y's dtype: fp32 for the un-normalised forms, whose y may exceed the fp16 range
+        with torch.autocast(device_type=y.device.type, enabled=False):
+            z = torch.matmul(self.out.weight.to(y.dtype), y.transpose(1, 2))  # [C, C_r] @ [N, C_r, L] -> [N, C, L]
+            if self.out.bias is not None:
+                z = z + self.out.bias.to(y.dtype).unsqueeze(-1)
+        if self.norm is not None:
+            z = self.norm(z)  # BatchNorm over (N, L): the same statistics as BatchNorm{1,2,3}d on [N, C, *S]
+        return x + z.view(x.shape).to(x.dtype)  # [N, C, *S]
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.channels}, pairwise={self.pairwise!r}, rd_channels={self.rd_channels}, "
+            f"use_scale={self.use_scale}, subsample={self.subsample}, backend={self.backend!r}"
+        )
+
+
+@register_block("nl")
+def nl_block(channels: int, **options) -> NonLocal:
+    """Non-local block (Wang et al. 2018); options as :class:`NonLocal` (a misspelled one raises
+    ``TypeError``). Default: embedded Gaussian, ``C/2`` inner width, ``1/sqrt(C_r)`` scale,
+    BN after ``W_z`` with zero gamma (exact identity at insertion).
+
+    Example::
+
+        >>> nl = globalctx.create_block("nl", 256, pairwise="dot_product", subsample=True)
+    """
+    return NonLocal(channels, **options)

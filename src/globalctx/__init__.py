@@ -11,6 +11,7 @@ Squeeze-and-Excitation and its channel-attention family, behind one API::
 from . import convert, layers
 from .layers import create_block, list_blocks, register_block
 from .models import Placement, create_model, list_models, plug
+from .bench import profile as profile
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,283 @@
+"""``globalctx bench``: parameters, FLOPs, latency and peak memory of blocks and models, side by side.
+
+Examples::
+
+    globalctx bench blocks --shape 8,1024,14,14
+    globalctx bench blocks --blocks nl,gc,snl,se --sizes 16,32,64,96 --channels 256 --batch 1
+    globalctx bench models --models resnet50,gc_resnet50,se_resnet50 --input 8,3,224,224
+    globalctx bench blocks --blocks gc,se --out results.csv --out results.json --plot latency.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+
+import torch
+
+__all__ = ["add_parser", "build_parser", "run"]
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not vals or any(v < 1 for v in vals):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return vals
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("measurement")
+    g.add_argument("--device", default="cpu", help="torch device to run on, e.g. cpu, cuda, cuda:1 (default: cpu)")
+    g.add_argument(
+        "--dtype", default="fp32", choices=["fp32", "fp16", "bf16", "fp64"], help="precision of weights and input"
+    )
+    g.add_argument("--compile", action="store_true", help="time torch.compile(module) (counts use the eager module)")
+    g.add_argument("--runs", type=int, default=20, help="timed calls per case; the median is reported (default: 20)")
+    g.add_argument("--warmup", type=int, default=3, help="untimed calls per case before timing (default: 3)")
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="pin torch intra-op threads to this count (default: torch's setting); reported in every row",
+    )
+    g.add_argument(
+        "--memory",
+        default="auto",
+        help="peak-memory methods, comma-separated from alloc (torch allocator events), cuda "
+        "(max_memory_allocated), rss (fresh subprocess per case, process high-water mark; slow), "
+        "or none; auto = cuda on a CUDA device, alloc otherwise (default: auto)",
+    )
+    g.add_argument(
+        "--no-floors",
+        action="store_true",
+        help="skip the floors (x.sum + x.clone memory floor, bare-GEMM floor) timed with each group",
+    )
+    g.add_argument(
+        "--baseline",
+        default=None,
+        help="case name to report ratios against (latency, params, MACs, memory) within each group",
+    )
+    g.add_argument("--seed", type=int, default=0, help="seed for weights and inputs (default: 0)")
+    o = p.add_argument_group("output")
+    o.add_argument(
+        "--out",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="write the rows to PATH (.csv or .json, with machine info); repeat for several files",
+    )
+    o.add_argument(
+        "--plot", metavar="PATH", help="write a PNG of latency and memory per case (log scale; needs matplotlib)"
+    )
+    o.add_argument(
+        "--table",
+        default="auto",
+        choices=["auto", "rich", "plain", "markdown", "none"],
+        help="terminal table style; auto = rich when installed, else plain (default: auto)",
+    )
+    o.add_argument("--no-progress", action="store_true", help="no progress bar / progress lines on stderr")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``bench`` (with ``blocks`` and ``models``) to the ``globalctx`` command."""
+    p = subparsers.add_parser(
+        "bench",
+        help="parameters, FLOPs, latency and peak memory of blocks and models",
+        description="Measure blocks or whole models: parameters, MACs/FLOPs (attention matmuls included), "
+        "median latency of interleaved runs, peak memory, ratios to floors and to a baseline.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="bench_what", metavar="WHAT")
+    b = sub.add_parser(
+        "blocks",
+        help="registered blocks at one feature shape, or over a range of resolutions",
+        description="Every registered block (or --blocks) at --shape, or at square sizes --sizes with "
+        "--channels and --batch. mmcv/timm equivalents are added when importable (--peers).",
+    )
+    b.add_argument(
+        "--blocks",
+        type=_names,
+        default=None,
+        help="comma-separated block names (default: all registered); options as name:key=value/key=value, "
+        "e.g. nl:mode='dot'",
+    )
+    b.add_argument("--shape", type=_ints, default=None, help="input shape N,C,*S (default: 8,1024,14,14)")
+    b.add_argument(
+        "--sizes", type=_ints, default=None, help="spatial sizes to sweep, e.g. 16,32,64,96 (square, --dims dims)"
+    )
+    b.add_argument("--channels", type=int, default=256, help="channels C for --sizes (default: 256)")
+    b.add_argument("--batch", type=int, default=8, help="batch N for --sizes (default: 8)")
+    b.add_argument("--dims", type=int, default=2, choices=[1, 2, 3], help="spatial dims for --sizes (default: 2)")
+    b.add_argument(
+        "--peers",
+        default="auto",
+        choices=["auto", "none"],
+        help="auto: add mmcv/timm equivalents of the chosen blocks when importable (2-D inputs only)",
+    )
+    _common(b)
+    b.set_defaults(func=run, bench_what="blocks")
+    m = sub.add_parser(
+        "models",
+        help="whole models (from globalctx.create_model)",
+        description="Whole models at --input; ratios against the first model unless --baseline says otherwise.",
+    )
+    m.add_argument(
+        "--models", type=_names, default=["resnet50"], help="comma-separated model names (default: resnet50)"
+    )
+    m.add_argument("--input", type=_ints, default=(8, 3, 224, 224), help="input shape N,C,H,W (default: 8,3,224,224)")
+    m.add_argument("--num-classes", type=int, default=1000, help="classifier width (default: 1000)")
+    _common(m)
+    m.set_defaults(func=run, bench_what="models")
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="globalctx")
+    add_parser(parser.add_subparsers(dest="command"))
+    return parser
+
+
+def _parse_block(spec: str) -> tuple[str, str, dict]:
+    """``"nl:mode='dot'/rd_ratio=0.25"`` -> (row name, block name, options)."""
+    name, _, opts = spec.partition(":")
+    options = {}
+    for item in filter(None, opts.split("/")):
+        key, eq, val = item.partition("=")
+        if not eq:
+            raise ValueError(f"block option {item!r} in {spec!r} is not key=value")
+        try:
+            options[key.strip()] = ast.literal_eval(val)
+        except (ValueError, SyntaxError):
+            options[key.strip()] = val
+    return spec, name.strip(), options
+
+
+def _block_cases(args):
+    from functools import partial
+
+    import globalctx
+
+    from .peers import available_peers, peer_for
+    from .runner import Case
+
+    specs = args.blocks or globalctx.list_blocks()
+    if args.shape is not None and args.sizes is not None:
+        raise ValueError("give --shape or --sizes, not both")
+    if args.sizes is not None:
+        shapes = [(args.batch, args.channels) + (s,) * args.dims for s in args.sizes]
+    else:
+        shapes = [args.shape or (8, 1024, 14, 14)]
+    parsed = [_parse_block(s) for s in specs]
+    for _, name, _ in parsed:
+        globalctx.layers.get_block(name)  # unknown names fail before anything runs
+    peers = available_peers() if args.peers == "auto" else {}
+    cases = []
+    for shape in shapes:
+        if len(shape) < 3:
+            raise ValueError(f"block input shape must be N,C,*S with 1-3 spatial dims, got {shape}")
+        c = shape[1]
+        for row, name, opts in parsed:
+            cases.append(Case(row, partial(globalctx.create_block, name, c, **opts), shape, kind="block"))
+            if len(shape) == 4 and not opts:
+                for peer in peer_for(name, peers):
+                    cases.append(Case(peer, partial(peers[peer], c), shape, kind="peer"))
+    return cases
+
+
+def _model_cases(args):
+    from functools import partial
+
+    import globalctx
+
+    from .runner import Case
+
+    create = getattr(globalctx, "create_model", None)
+    if create is None:
+        raise RuntimeError("models are not available in this build: globalctx.create_model is missing")
+    known = set(globalctx.list_models())
+    bad = [m for m in args.models if m not in known]
+    if bad:
+        raise ValueError(f"unknown model(s) {bad}; known models: {', '.join(sorted(known))}")
+    in_chans = args.input[1]
+    return [
+        Case(
+            m,
+            partial(create, m, num_classes=args.num_classes, in_chans=in_chans),
+            args.input,
+            kind="model",
+            group=f"models@{'x'.join(map(str, args.input))}",
+        )
+        for m in args.models
+    ]
+
+
+def _memory_methods(text: str, device: str) -> tuple[str, ...]:
+    if text == "auto":
+        return ("cuda",) if torch.device(device).type == "cuda" else ("alloc",)
+    if text == "none":
+        return ()
+    methods = tuple(_names(text))
+    for m in methods:
+        if m not in ("alloc", "cuda", "rss"):
+            raise ValueError(f"unknown --memory method {m!r}; choose from alloc, cuda, rss, none, auto")
+    return methods
+
+
+def run(args) -> int:
+    from .report import machine_info, plot_rows, print_table, write_rows
+    from .runner import DTYPES, run_cases
+
+    try:
+        if args.runs < 1 or args.warmup < 0:
+            raise ValueError(f"--runs must be >= 1 and --warmup >= 0, got {args.runs} and {args.warmup}")
+        dev = torch.device(args.device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {args.device}: CUDA is not available here")
+        memory = _memory_methods(args.memory, args.device)
+        cases = _block_cases(args) if args.bench_what == "blocks" else _model_cases(args)
+        baseline = args.baseline
+        if args.bench_what == "models" and baseline is None:
+            baseline = args.models[0]
+        if baseline in ("", "none"):
+            baseline = None
+        rows = run_cases(
+            cases,
+            device=dev,
+            dtype=DTYPES[args.dtype],
+            runs=args.runs,
+            warmup=args.warmup,
+            threads=args.threads,
+            memory=memory,
+            floors=not args.no_floors,
+            compile=args.compile,
+            baseline=baseline,
+            progress="none" if args.no_progress else "auto",
+            seed=args.seed,
+        )
+    except (ValueError, RuntimeError) as e:
+        print(f"globalctx bench: error: {e}", file=sys.stderr)
+        return 2
+    if args.table != "none":
+        info = machine_info()
+        print(f"# {info['cpu']}, {info['threads']} threads, torch {info['torch']}, {args.device} {args.dtype}")
+        print_table(rows, style=args.table)
+    for path in args.out:
+        write_rows(rows, path)
+        print(f"wrote {path}", file=sys.stderr)
+    if args.plot:
+        try:
+            plot_rows(rows, args.plot)
+            print(f"wrote {args.plot}", file=sys.stderr)
+        except ImportError:
+            print("globalctx bench: --plot needs matplotlib (pip install matplotlib)", file=sys.stderr)
+            return 2
+    return 1 if any(r.get("error") for r in rows) else 0

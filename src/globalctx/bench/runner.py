@@ -1,0 +1,244 @@
+"""Run benchmark cases: count, time (interleaved, with floors), measure memory; one row per case.
+
+Cases that share an input shape form a *group*: they are timed in one interleaved run together
+with the floors of that shape, so every ratio in a row (to the floors, to the baseline) comes
+from one run.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .counting import count_flops, count_params
+from .floors import gemm_floor_fn, memory_floor_fn
+from .latency import set_threads, time_cases
+from .memory import peak_memory
+
+__all__ = ["Case", "run_cases", "DTYPES", "shape_str"]
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp64": torch.float64}
+
+
+def shape_str(shape: Sequence[int]) -> str:
+    return "x".join(str(int(s)) for s in shape)
+
+
+@dataclass
+class Case:
+    """One thing to measure.
+
+    Args:
+        name: row name (``"gc"``, ``"mmcv:gc"``, ``"resnet50"``).
+        build: zero-argument constructor of the module, or the module itself.
+        input_shape: ``[N, C, *S]``.
+        kind: ``"block"``, ``"peer"``, ``"model"`` or ``"module"``; models get no floors.
+        group: rows with the same group are timed together. Default: the input shape.
+    """
+
+    name: str
+    build: Callable[[], nn.Module] | nn.Module
+    input_shape: Sequence[int]
+    kind: str = "block"
+    group: str = ""
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.input_shape = tuple(int(s) for s in self.input_shape)
+        if not self.group:
+            self.group = shape_str(self.input_shape)
+
+
+class _Progress:
+    """tqdm when importable and wanted, else one plain line per step on stderr (or nothing)."""
+
+    def __init__(self, total: int, mode: str):
+        self.bar = None
+        self.mode = mode
+        self.total, self.done = total, 0
+        if mode == "auto":
+            try:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=total, unit="case", file=sys.stderr, leave=False)
+            except ImportError:
+                self.mode = "plain"
+
+    def step(self, text: str) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=False)
+            self.bar.update(1)
+        elif self.mode == "plain":
+            print(f"[{self.done}/{self.total}] {text}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _ratio(a, b):
+    return a / b if (a is not None and b) else None
+
+
+def run_cases(
+    cases: Iterable[Case],
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    runs: int = 20,
+    warmup: int = 3,
+    threads: int | None = None,
+    memory: Sequence[str] = ("alloc",),
+    floors: bool = True,
+    compile: bool = False,
+    baseline: str | None = None,
+    progress: str = "auto",
+    seed: int = 0,
+) -> list[dict]:
+    """Measure every case; returns one flat dict per case (the CSV/JSON row schema).
+
+    Args:
+        cases: the :class:`Case` list.
+        device, dtype: where and in which precision modules and inputs live.
+        runs, warmup: timed and untimed calls per case (see :func:`~globalctx.bench.latency.time_cases`).
+        threads: intra-op threads to pin (``None``: keep torch's setting); reported per row.
+        memory: peak-memory methods (``alloc``, ``cuda``, ``rss``; see :mod:`~globalctx.bench.memory`);
+            empty for none.
+        floors: time the memory and GEMM floors with each group (not for models).
+        compile: ``torch.compile`` each module before timing (counts use the eager module).
+        baseline: a case name; rows of the same group get ratios against it.
+        progress: ``"auto"`` (tqdm, else plain lines), ``"plain"`` or ``"none"``.
+        seed: RNG seed for weights and inputs.
+    """
+    cases = list(cases)
+    dev = torch.device(device)
+    nthreads = set_threads(threads)
+    groups: dict[str, list[Case]] = {}
+    for c in cases:
+        groups.setdefault(c.group, []).append(c)
+    bar = _Progress(len(cases), progress)
+    rows: list[dict] = []
+    try:
+        for group, members in groups.items():
+            rows.extend(
+                _run_group(group, members, dev, dtype, runs, warmup, nthreads, memory, floors, compile, seed, bar)
+            )
+    finally:
+        bar.close()
+    if baseline is not None:
+        _add_baseline(rows, baseline)
+    return rows
+
+
+def _run_group(group, members, dev, dtype, runs, warmup, nthreads, memory, floors, compile, seed, bar):
+    rows, timed, mods = [], {}, {}
+    x_by_shape: dict[tuple, torch.Tensor] = {}
+    for c in members:
+        row = {
+            "group": group,
+            "name": c.name,
+            "kind": c.kind,
+            "input_shape": shape_str(c.input_shape),
+            "device": str(dev),
+            "dtype": str(dtype).split(".")[-1],
+            "threads": nthreads,
+            "torch": torch.__version__,
+            "error": "",
+        }
+        rows.append(row)
+        try:
+            torch.manual_seed(seed)
+            mod = c.build() if not isinstance(c.build, nn.Module) else c.build
+            mod = mod.to(device=dev, dtype=dtype).eval()
+            if c.input_shape not in x_by_shape:
+                torch.manual_seed(seed)
+                x_by_shape[c.input_shape] = torch.randn(c.input_shape, device=dev, dtype=dtype)
+            x = x_by_shape[c.input_shape]
+            row.update(count_params(mod))
+            fc = count_flops(mod, x)
+            row.update(macs=fc.macs, flops=fc.flops, flops_by_op=fc.by_op)
+            run_mod = torch.compile(mod) if compile else mod
+            mods[c.name] = (mod, x, fc)
+            timed[c.name] = lambda m=run_mod, x=x: m(x)
+            if floors and c.kind != "model":
+                gfn, gscale = gemm_floor_fn(fc.gemms, device=dev, dtype=dtype)
+                timed[f"floor:gemm:{c.name}"] = gfn
+                row["_gemm_scale"] = gscale
+        except Exception as e:  # one bad case must not sink the sweep
+            row["error"] = f"{type(e).__name__}: {e}"
+    if floors and any(c.kind != "model" for c in members):
+        shape = next(c.input_shape for c in members if c.kind != "model")
+        if shape not in x_by_shape:
+            x_by_shape[shape] = torch.randn(shape, device=dev, dtype=dtype)
+        timed["floor:memory"] = memory_floor_fn(x_by_shape[shape])
+    try:
+        lat = time_cases(timed, runs=runs, warmup=warmup, device=dev) if timed else {}
+    except Exception as e:
+        lat = {}
+        for row in rows:
+            row["error"] = row["error"] or f"timing failed: {type(e).__name__}: {e}"
+    mem_floor = lat.get("floor:memory", {}).get("median_ms")
+    for row in rows:
+        name = row["name"]
+        scale = row.pop("_gemm_scale", None)
+        if name not in lat:
+            bar.step(f"{group} {name} (failed)")
+            continue
+        s = lat[name]
+        row.update(latency_ms=s["median_ms"], latency_min_ms=s["min_ms"], latency_max_ms=s["max_ms"], runs=s["runs"])
+        g = lat.get(f"floor:gemm:{name}")
+        gemm_floor = g["median_ms"] * scale if g else None
+        if row["kind"] != "model" and mem_floor is not None:
+            row["floor_mem_ms"] = mem_floor
+            row["x_mem_floor"] = _ratio(s["median_ms"], mem_floor)
+        if gemm_floor is not None:
+            row["floor_gemm_ms"] = gemm_floor
+            row["x_gemm_floor"] = _ratio(s["median_ms"], gemm_floor)
+        if mem_floor is not None and gemm_floor is not None:
+            row["x_floor"] = _ratio(s["median_ms"], max(mem_floor, gemm_floor))
+        mod, x, _ = mods[name]
+        try:
+            row.update(peak_memory(mod, x, methods=_methods_for(memory, x), threads=row["threads"]))
+        except Exception as e:
+            row["error"] = f"memory: {type(e).__name__}: {e}"
+        bar.step(f"{group} {name}")
+    return rows
+
+
+def _methods_for(memory: Sequence[str], x: torch.Tensor) -> tuple[str, ...]:
+    out = []
+    for m in memory:
+        if m == "cuda" and x.device.type != "cuda":
+            continue
+        if m == "rss" and x.device.type != "cpu":
+            continue
+        out.append(m)
+    return tuple(out)
+
+
+def _mem_of(row):
+    for k in ("mem_cuda_mib", "mem_alloc_mib", "mem_rss_cold_mib"):
+        if row.get(k) is not None:
+            return row[k]
+    return None
+
+
+def _add_baseline(rows: list[dict], baseline: str) -> None:
+    names = {r["name"] for r in rows}
+    if baseline not in names:
+        raise ValueError(f"baseline {baseline!r} is not one of the cases: {sorted(names)}")
+    base = {r["group"]: r for r in rows if r["name"] == baseline}
+    for r in rows:
+        b = base.get(r["group"])
+        if b is None:
+            continue
+        r["baseline"] = baseline
+        r["x_latency_vs_base"] = _ratio(r.get("latency_ms"), b.get("latency_ms"))
+        r["x_params_vs_base"] = _ratio(r.get("params"), b.get("params"))
+        r["x_macs_vs_base"] = _ratio(r.get("macs"), b.get("macs"))
+        r["x_mem_vs_base"] = _ratio(_mem_of(r), _mem_of(b))

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from .capture import PAIRWISE, Recording
-from .stats import STATISTICS, QueryIndependence
+from .stats import STATISTICS, QueryIndependence, fmt
 
-__all__ = ["plot_attention", "plot_statistics", "display_images", "upsample_map"]
+__all__ = ["plot_attention", "plot_statistics", "display_images", "upsample_map", "peak_ratio"]
 
 _QUERY_COLOURS = ["#ff1f1f", "#1fff3f", "#1f9fff", "#ffdf1f", "#ff3fff", "#3fffff", "#ff8f1f", "#ffffff"]
 
@@ -52,14 +52,22 @@ def display_images(images: torch.Tensor, mean: Sequence[float] | None = None, st
 
 
 def upsample_map(values: torch.Tensor, shape: Sequence[int], size: Sequence[int]) -> torch.Tensor:
-    """Maps ``[M, L_k]`` on a 2-D grid ``shape`` -> ``[M, H, W]`` (bilinear), each scaled to ``[0, 1]``."""
+    """Maps ``[M, L_k]`` on a 2-D grid ``shape`` -> ``[M, H, W]`` (bilinear), each divided by its max.
+
+    Scaling by the max (not min-max) keeps a uniform map flat instead of amplifying its noise.
+    """
     if len(shape) != 2:
         raise ValueError(f"attention figures need 2-D maps, got key shape {tuple(shape)}")
     m = values.detach().float().cpu().reshape(-1, 1, *shape)  # [M, 1, h_k, w_k]
     m = F.interpolate(m, size=tuple(size), mode="bilinear", align_corners=False)[:, 0]  # [M, H, W]
-    lo = m.flatten(1).min(1).values.view(-1, 1, 1)
-    hi = m.flatten(1).max(1).values.view(-1, 1, 1)
-    return (m - lo) / (hi - lo).clamp_min(1e-12)
+    m = m - m.flatten(1).min(1).values.clamp_max(0).view(-1, 1, 1)  # signed maps (dot product): shift to >= 0
+    return m / m.flatten(1).max(1).values.view(-1, 1, 1).clamp_min(1e-12)
+
+
+def peak_ratio(values: torch.Tensor) -> torch.Tensor:
+    """``max_k v_k / mean_k v_k`` per map ``[M, L_k] -> [M]``: 1 for a uniform map, ``L_k`` for one-hot."""
+    v = values.detach().double().cpu()
+    return v.max(-1).values / v.mean(-1).clamp_min(1e-300)
 
 
 def _query_pixels(coords: torch.Tensor, grid: Sequence[int], size: Sequence[int]) -> torch.Tensor:
@@ -97,7 +105,9 @@ def plot_attention(
     dots), then, for an NL/DNL block, one panel per query with that query's attention row
     upsampled (bilinear) to the image and overlaid, and for DNL a last panel with the unary map;
     for a GC/SNL block one panel with the shared map. Each map is scaled to its own ``[0, 1]``
-    range (the figure compares where the weight goes, not how much there is).
+    maximum (``0`` = no weight, ``1`` = the map's peak); the corner label gives the peak relative to
+    a uniform map (``max / mean``: ``1x`` = uniform, ``L_k x`` = all weight on one position), so a
+    flat map is not mistaken for a focused one.
 
     Args:
         images: the batch given to the model inside ``capture``, ``[N, C, H, W]`` (C = 1 or 3).
@@ -122,19 +132,21 @@ def plot_attention(
     H, W = imgs.shape[1], imgs.shape[2]
     if kind == PAIRWISE:
         q = att.shape[1]
-        maps = [upsample_map(att[:n, k], rec.key_shape(block), (H, W)) for k in range(q)]  # Q x [n, H, W]
+        raw = [att[:n, k] for k in range(q)]  # Q x [n, L_k]
         labels = [f"query {k + 1}" for k in range(q)]
         try:
-            maps.append(upsample_map(rec.unary(block)[:n], rec.key_shape(block), (H, W)))
+            raw.append(rec.unary(block)[:n])
             labels.append("unary")
         except ValueError:
             pass
         qpix = _query_pixels(rec.query_coords(block), rec.spatial_shape(block), (H, W))  # [Q, 2]
     else:
         q = 0
-        maps = [upsample_map(att[:n], rec.key_shape(block), (H, W))]
+        raw = [att[:n]]
         labels = ["shared map"]
         qpix = torch.zeros(0, 2)
+    maps = [upsample_map(r, rec.key_shape(block), (H, W)) for r in raw]  # [n, H, W] each
+    peaks = [peak_ratio(r) for r in raw]  # [n] each
     cols = 1 + len(maps)
     fig = Figure(figsize=(panel_inches * cols, panel_inches * n + 0.5), layout="constrained")
     axes = fig.subplots(n, cols, squeeze=False)
@@ -148,6 +160,15 @@ def plot_attention(
             ax = axes[i, j + 1]
             _show(ax, imgs[i].mean(-1, keepdim=True))
             ax.imshow(m[i].numpy(), cmap=cmap, alpha=alpha, vmin=0, vmax=1)
+            ax.text(
+                0.03,
+                0.03,
+                f"peak {peaks[j][i].item():.3g}x",
+                transform=ax.transAxes,
+                fontsize=7,
+                color="white",
+                bbox=dict(facecolor="black", alpha=0.6, pad=1, linewidth=0),
+            )
             if j < q:
                 y, x = qpix[j].tolist()
                 ax.scatter([x], [y], c=_QUERY_COLOURS[j % len(_QUERY_COLOURS)], **marker)
@@ -170,12 +191,14 @@ def plot_statistics(
     title: str | None = "Query-independence statistics (GCNet Table 1)",
 ):
     """Bar chart: per block, the mean cosine distance of inputs, outputs and attention maps and the
-    JSD of the attention maps, with the std over images as error bars.
+    JSD of the attention maps, with the std over images as error bars (linear axis).
 
     ``stats`` is one :class:`~globalctx.analysis.QueryIndependence` or a mapping
     ``{variant label: QueryIndependence}`` (blocks labelled ``variant: block``). GC/SNL blocks
     have one shared map, so their attention bars are 0 by construction; undefined values (NaN)
-    are marked ``n/a``. Returns the ``matplotlib.figure.Figure``; saves a PNG when ``path``.
+    are marked ``n/a``. Each bar is labelled with its value; when the values span more than two
+    decades the axis is logarithmic (no error bars then). Returns the ``matplotlib.figure.Figure``;
+    saves a PNG when ``path``.
     """
     Figure = _require_matplotlib()
     groups = {"": stats} if isinstance(stats, QueryIndependence) else dict(stats)
@@ -187,29 +210,41 @@ def plot_statistics(
         raise ValueError("plot_statistics: no blocks")
     keys = list(STATISTICS)
     width = 0.8 / len(keys)
-    fig = Figure(figsize=(max(4.5, 1.3 * len(entries) + 2.0), 3.6), layout="constrained")
+    fig = Figure(figsize=(max(5.0, 1.4 * len(entries) + 2.0), 4.0), layout="constrained")
     ax = fig.subplots()
     colours = ["#4c72b0", "#dd8452", "#55a868", "#c44e52"]
-    top = max([b.mean[k] for _, b in entries for k in keys if not math.isnan(b.mean[k])] + [0.05])
+    values = [b.mean[k] for _, b in entries for k in keys if not math.isnan(b.mean[k])]
+    positive = [v for v in values if v > 0]
+    # tiny attention distances next to large input distances: a log axis shows both
+    log = bool(positive) and max(positive) / min(positive) > 100
+    floor = min(positive) / 3 if log else 0.0
+    top = max(values + [0.05])
     for j, key in enumerate(keys):
-        xs, ys, es = [], [], []
         for i, (_, b) in enumerate(entries):
             x = i + (j - (len(keys) - 1) / 2) * width
             m, s = b.mean[key], b.std[key]
+            label = STATISTICS[key] if i == 0 else None
             if math.isnan(m):
-                ax.text(x, 0.01 * top, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
+                ax.bar([x], [0], width, color=colours[j], label=label)
+                ax.text(x, floor if log else 0, " n/a", ha="center", va="bottom", fontsize=7, rotation=90)
                 continue
-            xs.append(x)
-            ys.append(m)
-            es.append(0.0 if math.isnan(s) else s)
-        ax.bar(xs, ys, width, yerr=es, capsize=2, color=colours[j], label=STATISTICS[key])
+            shown = max(m, floor) if log else m
+            err = None if (log or math.isnan(s)) else [s]
+            ax.bar([x], [shown - floor], width, bottom=floor, yerr=err, capsize=2, color=colours[j], label=label)
+            note = "0 (shared)" if b.kind != PAIRWISE and key.startswith("att") else fmt(m)
+            ax.text(x, shown, " " + note, ha="center", va="bottom", fontsize=6.5, rotation=90)
     ax.set_xticks(range(len(entries)))
     ax.set_xticklabels([f"{name}\n({b.kind})" for name, b in entries], fontsize=8)
-    ax.set_ylabel("mean distance over position pairs")
-    ax.set_ylim(0, top * 1.25)
-    ax.legend(fontsize=8, ncols=4, loc="upper center")
+    if log:
+        ax.set_yscale("log")
+        ax.set_ylim(floor, top * 30)
+        ax.set_ylabel("mean distance over position pairs (log)")
+    else:
+        ax.set_ylim(0, top * 1.45)
+        ax.set_ylabel("mean distance over position pairs")
+    ax.legend(fontsize=8, ncols=4, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     if title:
-        ax.set_title(title, fontsize=10)
+        fig.suptitle(title, fontsize=10)
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig

@@ -14,12 +14,14 @@ import torch
 from torch import nn
 
 from .capture import PAIRWISE, capture, find_blocks
-from .stats import QueryIndependence, _images_of, _model_device, query_independence
+from .stats import QueryIndependence, _images_of, _model_device, fmt, query_independence
 
 __all__ = ["report_section", "load_source", "gcnet_reading", "FAR_MORE_ALIKE"]
 
 # "far more alike": the attention maps' mean cosine distance is below this fraction of the inputs'
 FAR_MORE_ALIKE = 0.5
+# normalised row entropy above which maps count as nearly uniform (caveat in the reading)
+UNIFORM_ENTROPY = 0.98
 
 GCNET_READING = (
     "GCNet (Cao et al., 2019, §2.2, Table 1) found for NL blocks trained on COCO that the "
@@ -55,23 +57,117 @@ def gcnet_reading(stats: QueryIndependence, *, ratio: float = FAR_MORE_ALIKE) ->
     for b in stats:
         if b.kind != PAIRWISE:
             continue
-        ci, co, ca, js = (b.mean[k] for k in ("input_cos", "output_cos", "att_cos", "att_jsd"))
+        ci, co, ca, js, ent = (
+            b.mean.get(k, math.nan) for k in ("input_cos", "output_cos", "att_cos", "att_jsd", "att_entropy")
+        )
         if math.isnan(ci) or math.isnan(ca):
-            lines.append(f"`{b.name}`: undefined statistics (cos(input) {ci:.4f}, cos(att) {ca:.4f}).")
+            lines.append(f"`{b.name}`: undefined statistics (cos(input) {fmt(ci)}, cos(att) {fmt(ca)}).")
             continue
         rel = ca / ci if ci > 0 else math.inf
         verdict = "reproduces" if rel < ratio else "does not reproduce"
-        out_txt = "n/a (zero output)" if math.isnan(co) else f"{co:.4f}"
-        js_txt = "n/a (signed rows)" if math.isnan(js) else f"{js:.4f} (max ln 2 = 0.6931)"
-        lines.append(
-            f"`{b.name}` {verdict} the finding: cos(att) = {ca:.4f} is {rel:.2f} x cos(input) = {ci:.4f} "
+        out_txt = "n/a (zero output)" if math.isnan(co) else fmt(co)
+        js_txt = "n/a (signed rows)" if math.isnan(js) else f"{fmt(js)} (max ln 2 = 0.6931)"
+        text = (
+            f"`{b.name}` {verdict} the finding: cos(att) = {fmt(ca)} is {rel:.2g} x cos(input) = {fmt(ci)} "
             f"(criterion: < {ratio:g} x); cos(output) = {out_txt}; JSD(att) = {js_txt}."
         )
+        if not math.isnan(ent) and ent > UNIFORM_ENTROPY:
+            text += (
+                f" Caveat: its maps are nearly uniform (normalised entropy {ent:.3f}), so they are alike "
+                "trivially, not because they single out the same positions."
+            )
+        lines.append(text)
     return lines
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "model"
+
+
+@torch.no_grad()
+def analyse(
+    model: nn.Module,
+    loader: Iterable,
+    *,
+    out_dir=None,
+    title: str = "model",
+    prefix: str = "",
+    max_batches: int | None = 8,
+    max_queries: int = 256,
+    queries=3,
+    images: int = 6,
+    seed: int = 0,
+    blocks: Sequence[str] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    heading_level: int = 2,
+    device=None,
+) -> tuple[str, QueryIndependence | None]:
+    """:func:`report_section` on a model, also returning the statistics (``None`` without blocks)."""
+    h = "#" * max(1, int(heading_level))
+    if not find_blocks(model):
+        return f"{h} Analysis: {title}\n\nNo NL/DNL/GC/SNL attention blocks in this model: nothing to analyse.\n", None
+    device = torch.device(device) if device is not None else _model_device(model)
+    stats = query_independence(
+        model,
+        loader,
+        max_queries=max_queries,
+        seed=seed,
+        max_batches=max_batches,
+        blocks=blocks,
+        device=device,
+    )
+    nimg = max(b.images for b in stats)
+    parts = [
+        "",
+        f"{h} Analysis: {title}",
+        "",
+        f"Query-independence statistics (GCNet Table 1) over {nimg} images: mean over all ordered "
+        "pairs of positions (self-pairs included) of the cosine distance (1 - cos)/2 of block "
+        "inputs x_i, block outputs before fusion z_i - x_i and attention maps of query i, and "
+        "the Jensen-Shannon divergence (nats) of the attention maps; mean (std over images). "
+        "H(att) / ln L_k is the mean entropy of the attention rows relative to a uniform map "
+        "(1 = uniform; not in GCNet's table). "
+        f"Attention statistics are exact when queries = positions, otherwise estimated from a seeded "
+        f"sample of {max_queries} query positions per batch (seed {seed}).",
+        "",
+        stats.to_markdown(),
+        "",
+        f"**GCNet's reading.** {GCNET_READING}",
+        "",
+    ]
+    reading = gcnet_reading(stats)
+    if reading:
+        parts += ["**Here.** " + " ".join(reading), ""]
+    else:
+        parts += [
+            "**Here.** Only GC/SNL blocks (one attention map shared by all queries, so their attention "
+            "distances are 0 by construction); the input/output distances are reported above.",
+            "",
+        ]
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        from .plots import plot_attention, plot_statistics
+
+        first = _images_of(next(iter(loader)))[:images]
+        was_training = model.training
+        model.eval()
+        try:
+            with capture(model, queries=queries, blocks=blocks, seed=seed, record_io=False) as rec:
+                model(first.to(device))
+        finally:
+            model.train(was_training)
+        stats_png = f"{prefix}stats.png"
+        plot_statistics(stats, out / stats_png, title=f"Query-independence statistics: {title}")
+        parts += [f"![statistics per block]({stats_png})", ""]
+        for block in rec.blocks:
+            if len(rec.spatial_shape(block)) != 2:
+                continue
+            png = f"{prefix}attention_{_slug(block)}.png"
+            plot_attention(first, rec, block, out / png, max_images=images, mean=mean, std=std)
+            parts += [f"![attention maps of {block}]({png})", ""]
+    return "\n".join(parts), stats
 
 
 @torch.no_grad()
@@ -118,60 +214,21 @@ def report_section(
         markdown text. A model without attention blocks gets a one-line section saying so.
     """
     model, _config = load_source(source)
-    label = name or "model"
-    h = "#" * max(1, int(heading_level))
-    if not find_blocks(model):
-        return f"{h} Analysis: {label}\n\nNo NL/DNL/GC/SNL attention blocks in this model: nothing to analyse.\n"
-    device = torch.device(device) if device is not None else _model_device(model)
-    stats = query_independence(
-        model, loader, max_queries=max_queries, seed=seed, max_batches=max_batches, blocks=blocks, device=device
+    md, _ = analyse(
+        model,
+        loader,
+        out_dir=out_dir,
+        title=name or "model",
+        prefix=f"{_slug(name)}_" if name else "",
+        max_batches=max_batches,
+        max_queries=max_queries,
+        queries=queries,
+        images=images,
+        seed=seed,
+        blocks=blocks,
+        mean=mean,
+        std=std,
+        heading_level=heading_level,
+        device=device,
     )
-    nimg = max(b.images for b in stats)
-    parts = [
-        f"{h} Analysis: {label}",
-        "",
-        f"Query-independence statistics (GCNet Table 1) over {nimg} images: mean over all ordered "
-        "pairs of positions (self-pairs included) of the cosine distance (1 - cos)/2 of block "
-        "inputs x_i, block outputs before fusion z_i - x_i and attention maps of query i, and "
-        "the Jensen-Shannon divergence (nats) of the attention maps; mean (std over images). "
-        f"Attention statistics are exact when queries = positions, otherwise estimated from a seeded "
-        f"sample of {max_queries} query positions per batch (seed {seed}).",
-        "",
-        stats.to_markdown(),
-        "",
-        f"**GCNet's reading.** {GCNET_READING}",
-        "",
-    ]
-    reading = gcnet_reading(stats)
-    if reading:
-        parts += ["**Here.** " + " ".join(reading), ""]
-    else:
-        parts += [
-            "**Here.** Only GC/SNL blocks (one attention map shared by all queries, so their attention "
-            "distances are 0 by construction); the input/output distances are reported above.",
-            "",
-        ]
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        prefix = f"{_slug(name)}_" if name else ""
-        from .plots import plot_attention, plot_statistics
-
-        first = _images_of(next(iter(loader)))[:images]
-        was_training = model.training
-        model.eval()
-        try:
-            with capture(model, queries=queries, blocks=blocks, seed=seed, record_io=False) as rec:
-                model(first.to(device))
-        finally:
-            model.train(was_training)
-        stats_png = f"{prefix}stats.png"
-        plot_statistics(stats, out / stats_png, title=f"Query-independence statistics: {label}")
-        parts += [f"![statistics per block]({stats_png})", ""]
-        for block in rec.blocks:
-            if len(rec.spatial_shape(block)) != 2:
-                continue
-            png = f"{prefix}attention_{_slug(block)}.png"
-            plot_attention(first, rec, block, out / png, max_images=images, mean=mean, std=std)
-            parts += [f"![attention maps of {block}]({png})", ""]
-    return "\n".join(parts)
+    return md

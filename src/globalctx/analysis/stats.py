@@ -56,6 +56,8 @@ __all__ = [
     "BlockStats",
     "QueryIndependence",
     "STATISTICS",
+    "EXTRA_STATISTICS",
+    "mean_normalised_entropy",
 ]
 
 # statistic name -> column header
@@ -65,6 +67,9 @@ STATISTICS = {
     "att_cos": "cos(att)",
     "att_jsd": "JSD(att)",
 }
+# not in GCNet's table, reported to read it: mean entropy of the attention rows / ln(L_k), in
+# [0, 1]; 1 = uniform maps (then query independence is trivial), 0 = one-hot maps
+EXTRA_STATISTICS = {"att_entropy": "H(att) / ln L_k"}
 
 
 def mean_cosine_distance(v: torch.Tensor) -> torch.Tensor:
@@ -118,6 +123,22 @@ def mean_jsd(p: torch.Tensor, *, max_elements: int = 1 << 22) -> torch.Tensor:
     return torch.where(bad, torch.full_like(out, math.nan), out)
 
 
+def mean_normalised_entropy(p: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of ``H(row) / ln(D)`` (rows normalised to sum 1; NaN if a row is signed).
+
+    Shape:
+        - Input: ``[..., P, D]``
+        - Output: ``[...]``
+    """
+    p = p.double()
+    total = p.sum(-1, keepdim=True)  # [..., P, 1]
+    bad = (p < 0).flatten(-2).any(-1) | (total <= 0).flatten(-2).any(-1)  # [...]
+    p = p.clamp_min(0.0) / total.clamp_min(torch.finfo(torch.float64).tiny)
+    D = p.shape[-1]
+    h = -torch.special.xlogy(p, p).sum(-1).mean(-1) / math.log(D) if D > 1 else torch.zeros(p.shape[:-2])
+    return torch.where(bad, torch.full_like(h, math.nan), h)
+
+
 def correct_for_sampling(mean_sampled: torch.Tensor, num_queries: int, num_positions: int) -> torch.Tensor:
     """Estimate the all-pairs mean over ``L`` positions from the all-pairs mean over ``Q`` of them.
 
@@ -150,8 +171,8 @@ def block_statistics(
             Default: ``Q`` (all queries given).
 
     Returns:
-        ``{'input_cos', 'output_cos', 'att_cos', 'att_jsd'}`` -> ``[N]`` float64 (the keys whose
-        inputs were given).
+        ``{'input_cos', 'output_cos', 'att_cos', 'att_jsd', 'att_entropy'}`` -> ``[N]`` float64
+        (the keys whose inputs were given; ``att_entropy`` is :func:`mean_normalised_entropy`).
     """
     out = {"input_cos": mean_cosine_distance(x.flatten(2).transpose(1, 2))}  # [N, L, C]
     if z is not None:
@@ -161,6 +182,7 @@ def block_statistics(
         L = q if num_positions is None else int(num_positions)
         out["att_cos"] = correct_for_sampling(mean_cosine_distance(rows), q, L)
         out["att_jsd"] = correct_for_sampling(mean_jsd(rows), q, L)
+        out["att_entropy"] = mean_normalised_entropy(rows)
     return out
 
 
@@ -221,22 +243,30 @@ class QueryIndependence:
 
     def to_markdown(self) -> str:
         """A GCNet-Table-1-style table: one row per block, mean (std over images)."""
-        head = "| block | kind | S | queries / positions | images | " + " | ".join(STATISTICS.values()) + " |"
-        lines = [head, "|" + "---|" * (5 + len(STATISTICS))]
+        columns = {**STATISTICS, **EXTRA_STATISTICS}
+        head = "| block | kind | S | queries / positions | images | " + " | ".join(columns.values()) + " |"
+        lines = [head, "|" + "---|" * (5 + len(columns))]
         for b in self:
             cells = []
-            for key in STATISTICS:
+            for key in columns:
                 m, s = b.mean.get(key, math.nan), b.std.get(key, math.nan)
-                if b.kind != PAIRWISE and key.startswith("att"):
+                if b.kind != PAIRWISE and key in ("att_cos", "att_jsd"):
                     cells.append("0 (one shared map)")
                 elif math.isnan(m):
                     cells.append("n/a")
                 else:
-                    cells.append(f"{m:.4f} ({s:.4f})")
+                    cells.append(f"{fmt(m)} ({fmt(s)})")
             shape = "x".join(str(s) for s in b.spatial_shape)
             qp = f"{b.queries} / {b.positions}" + (" (all)" if b.exact else " (sampled)")
             lines.append(f"| `{b.name}` | {b.kind} | {shape} | {qp} | {b.images} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
+
+
+def fmt(v: float) -> str:
+    """4 decimals, or 3 significant digits in scientific notation below 1e-3 (0 stays 0)."""
+    if math.isnan(v):
+        return "n/a"
+    return f"{v:.4f}" if v == 0 or abs(v) >= 1e-3 else f"{v:.2e}"
 
 
 class _Accumulator:
@@ -260,7 +290,7 @@ class _Accumulator:
 
     def result(self) -> BlockStats:
         mean, std = {}, {}
-        for key in STATISTICS:
+        for key in (*STATISTICS, *EXTRA_STATISTICS):
             n = self.counts.get(key, 0)
             if n == 0:
                 mean[key] = std[key] = math.nan
@@ -360,6 +390,7 @@ def query_independence(
                 stats = block_statistics(x, output)
                 zeros = torch.zeros(x.shape[0], dtype=torch.float64)
                 stats.update(att_cos=zeros, att_jsd=zeros)  # one map shared by all queries
+                stats["att_entropy"] = mean_normalised_entropy(module.context.attention(x)[:, None])
                 acc.add(stats)
             return None
 

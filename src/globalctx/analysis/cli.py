@@ -1,0 +1,128 @@
+"""``globalctx analyze RUN_DIR_OR_CHECKPOINT``: query-independence statistics and attention figures.
+
+Loads the model with the config saved next to its weights (``globalctx.train.checkpoint``),
+evaluates a fixed, class-balanced subset of the validation split (the normalisation stored with
+the run), and writes ``analysis.md``, ``stats.json`` and PNG figures to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "analyze",
+        help="attention maps and GCNet's query-independence statistics of a trained model",
+        description=(
+            "Analyse the NL/DNL/GC/SNL blocks of a trained model: mean cosine distance between "
+            "positions of the block inputs, outputs (z - x) and attention maps, JSD of the attention "
+            "maps (GCNet Table 1), per block; GCNet Figure 1 style attention figures; analysis.md."
+        ),
+    )
+    p.add_argument("path", help="run directory or .safetensors checkpoint written by `globalctx train`")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="fashion-mnist or imagefolder:TRAIN_DIR,VAL_DIR (default: the run's own data spec)",
+    )
+    p.add_argument("--data-dir", default=None, help="where the Fashion-MNIST IDX files are (see `train`)")
+    p.add_argument("--out", default=None, help="output directory (default: <run dir>/analysis)")
+    p.add_argument("--images", type=int, default=256, help="validation images for the statistics (default 256)")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    p.add_argument("--figure-images", type=int, default=6, help="rows of each attention figure (default 6)")
+    p.add_argument("--queries", type=int, default=3, help="query points per figure row (default 3)")
+    p.add_argument(
+        "--max-queries",
+        type=int,
+        default=256,
+        help="attention statistics are exact up to this many positions, sampled above (default 256)",
+    )
+    p.add_argument("--blocks", nargs="*", default=None, help="block names to analyse (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the image subset and query samples (default 0)")
+    p.add_argument("--device", default="cpu", help="device (default cpu)")
+    p.set_defaults(func=run)
+    return p
+
+
+class _Batches:
+    """Re-iterable normalised ``(x, y)`` batches of a dataset (the trainer's evaluation loader)."""
+
+    def __init__(self, dataset, mean, std, batch_size: int):
+        from ..train.data import Augment, BatchLoader
+
+        self.loader = BatchLoader(dataset, Augment(mean, std), global_batch=batch_size, train=False)
+
+    def __iter__(self):
+        for _, x, y in self.loader.iter_epoch(0):
+            yield x, y
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+
+def run(args) -> int:
+    import json
+    import sys
+    from pathlib import Path
+
+    from ..train.checkpoint import load_model
+    from ..train.data import build_datasets
+    from .report import analyse
+
+    if args.images < 1 or args.batch_size < 1 or args.figure_images < 1 or args.queries < 1:
+        print("analyze: --images, --batch-size, --figure-images and --queries must be >= 1", file=sys.stderr)
+        return 2
+    src = Path(args.path)
+    model, config = load_model(src, device=args.device)
+    data_cfg = config.get("data", {})
+    spec = args.data or data_cfg.get("spec") or "fashion-mnist"
+    shape = data_cfg.get("image_shape") or [None, None, None]
+    train_cfg = config.get("train", {})
+    _, val = build_datasets(
+        spec,
+        data_dir=args.data_dir or train_cfg.get("data_dir"),
+        val_subset=args.images,
+        seed=args.seed,
+        in_chans=shape[0] or 3,
+        image_size=train_cfg.get("image_size"),
+    )
+    mean = data_cfg.get("mean") or list(val.mean)
+    std = data_cfg.get("std") or list(val.std)
+    loader = _Batches(val, mean, std, args.batch_size)
+    run_dir = src if src.is_dir() else src.parent
+    out = Path(args.out) if args.out else run_dir / "analysis"
+    out.mkdir(parents=True, exist_ok=True)
+
+    name = config.get("model", {}).get("name", "model")
+    attn = train_cfg.get("attn") or config.get("model", {}).get("kwargs", {}).get("attn")
+    label = f"{name}" + (f" + {attn}" if attn else "")
+    section, stats = analyse(
+        model,
+        loader,
+        out_dir=out,
+        title=label,
+        max_batches=None,
+        max_queries=args.max_queries,
+        queries=args.queries,
+        images=args.figure_images,
+        seed=args.seed,
+        blocks=args.blocks,
+        heading_level=2,
+        device=args.device,
+    )
+    header = [
+        f"# Analysis of `{src.name}` ({label})",
+        "",
+        f"Data: `{spec}`, validation split, {len(val)} images (class-balanced subset, seed {args.seed}). "
+        f"Command: `globalctx analyze {args.path} --data {spec} --images {args.images} "
+        f"--max-queries {args.max_queries} --queries {args.queries} --seed {args.seed}`.",
+        "",
+    ]
+    (out / "analysis.md").write_text("\n".join(header) + section)
+    if stats is not None:
+        (out / "stats.json").write_text(json.dumps(stats.to_dict(), indent=2, sort_keys=True) + "\n")
+    print(f"wrote {out / 'analysis.md'}")
+    return 0

@@ -8,7 +8,7 @@ Squeeze-and-Excitation and its channel-attention family, behind one API::
     globalctx.list_blocks()
 """
 
-from . import convert, layers
+from . import analysis, convert, layers
 from .layers import create_block, list_blocks, register_block
 from .models import Placement, create_model, list_models, plug
 from .bench import profile as profile

@@ -28,6 +28,7 @@ the input are not counted; the output is):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -44,6 +45,25 @@ __all__ = ["MIB", "alloc_peak", "cuda_peak", "rss_peak", "peak_memory"]
 MIB = float(1 << 20)
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence file descriptor 2 (the profiler library prints start/stop lines there)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def alloc_peak(fn: Callable[[], object], device: torch.device | str = "cpu") -> float:
     """Peak bytes allocated by the torch allocator during ``fn()`` above the start, in MiB."""
     from torch.profiler import ProfilerActivity, profile
@@ -52,7 +72,7 @@ def alloc_peak(fn: Callable[[], object], device: torch.device | str = "cpu") -> 
     activities = [ProfilerActivity.CPU]
     if dev.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
-    with torch.inference_mode(), profile(activities=activities, profile_memory=True) as prof:
+    with _quiet_native_stderr(), torch.inference_mode(), profile(activities=activities, profile_memory=True) as prof:
         out = fn()
         del out
     events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]

@@ -118,6 +118,8 @@ def _cells(row: dict, columns) -> list[str]:
         elif head.startswith("RSS"):
             c, w = row.get("mem_rss_cold_mib"), row.get("mem_rss_warm_mib")
             out.append("-" if c is None else f"{c:.1f}/{w:.1f}" if w is not None else f"{c:.1f}/-")
+        elif key == "x_gemm_floor" and (row.get("floor_gemm_ms") or 0) < (row.get("floor_mem_ms") or 0):
+            out.append("-")  # the GEMM floor is not the binding one: its ratio says nothing
         else:
             out.append(_cell(row, key, fmt))
     if row.get("error"):

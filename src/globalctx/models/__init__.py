@@ -8,6 +8,8 @@ from .plug import Inserted, plug
 from .registry import create_model, get_model, list_models, register_model
 from .resnet import BasicBlock, Bottleneck, ResNet
 
+from . import zoo  # noqa: E402,F401  isort: skip  (registers the paper models)
+
 __all__ = [
     "POSITIONS",
     "BasicBlock",

@@ -179,6 +179,11 @@ class Bottleneck(_ResBlock):
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         width = int(planes * (width_per_group / 64.0)) * groups
+        if width < 1:
+            raise ValueError(
+                f"bottleneck width int(planes={planes} * width_per_group={width_per_group} / 64) * groups={groups} "
+                f"is 0; use a larger base_width or width_per_group"
+            )
         self.conv1 = conv_nd(dims, inplanes, width, 1, kt=kt, dd=dd)
         self.bn1 = norm_nd(dims, width, dd)
         self.conv2 = conv_nd(dims, width, width, 3, stride=stride, groups=groups, dd=dd)
@@ -220,6 +225,7 @@ class ResNet(nn.Module):
             or a list of them. Default: ``None``.
         zero_init_residual: zero the last BN of each residual block. Default: ``False``.
         drop_rate: dropout before the classifier. Default: ``0.0``.
+        last_stride: stride of stage 4 (``1``: output stride 16, as GSoP-Net). Default: ``2``.
 
     Shape:
         - Input: ``[N, in_chans, H, W]``
@@ -248,6 +254,7 @@ class ResNet(nn.Module):
         attn=None,
         zero_init_residual: bool = False,
         drop_rate: float = 0.0,
+        last_stride: int = 2,
         device=None,
         dtype=None,
     ):
@@ -269,7 +276,7 @@ class ResNet(nn.Module):
         self._after_layer1()
         self.layer2 = self._make_layer(base_width * 2, layers[1], stride=2)
         self.layer3 = self._make_layer(base_width * 4, layers[2], stride=2)
-        self.layer4 = self._make_layer(base_width * 8, layers[3], stride=2)
+        self.layer4 = self._make_layer(base_width * 8, layers[3], stride=last_stride)
         self.num_features = base_width * 8 * block.expansion
         self.feature_info = [
             {"num_chs": base_width * (2**i) * block.expansion, "module": f"layer{i + 1}"} for i in range(4)
@@ -412,9 +419,13 @@ def _resnet(depth: int, *, attn=None, extra=None, **kw) -> ResNet:
     return ResNet(block, layers, attn=attn_list or None, **kw)
 
 
-def _make(depth: int, name: str, doc: str, **fixed):
+def _make(depth: int, name: str, doc: str, placement=None, **fixed):
+    """Register ``name``: ResNet-``depth`` with ``fixed`` options and the blocks of ``placement()``
+    built in (a user's ``attn=`` adds more on top)."""
+
     def fn(*, num_classes: int = 1000, in_chans: int = 3, attn=None, **kw) -> ResNet:
-        return _resnet(depth, num_classes=num_classes, in_chans=in_chans, attn=attn, **fixed, **kw)
+        extra = placement() if placement is not None else None
+        return _resnet(depth, num_classes=num_classes, in_chans=in_chans, attn=attn, extra=extra, **fixed, **kw)
 
     fn.__name__ = name
     fn.__doc__ = doc
@@ -433,28 +444,3 @@ for _d in (18, 34, 50, 101, 152):
     )
 _make(50, "resnext50_32x4d", "ResNeXt-50 32x4d (Xie et al., arXiv 1611.05431).", groups=32, width_per_group=4)
 _make(101, "resnext101_32x8d", "ResNeXt-101 32x8d (Xie et al., arXiv 1611.05431).", groups=32, width_per_group=8)
-
-
-def _with(depth: int, name: str, doc: str, placement, **fixed):
-    """Register ``name``: ResNet-``depth`` with ``placement`` built in (``attn=`` adds more)."""
-
-    def fn(*, num_classes: int = 1000, in_chans: int = 3, attn=None, **kw) -> ResNet:
-        p = placement() if callable(placement) and not isinstance(placement, Placement) else placement
-        return _resnet(depth, num_classes=num_classes, in_chans=in_chans, attn=attn, extra=p, **fixed, **kw)
-
-    fn.__name__ = name
-    fn.__doc__ = doc
-    register_model(name)(fn)
-    return fn
-
-
-# blocks that exist in the foundation (more are registered in globalctx.models.zoo once their
-# blocks land)
-_with(50, "gc_resnet50", "GCNet ResNet-50: GC r16 after the last 1x1 conv+BN of every bottleneck of c3-c5.",
-      lambda: Placement("gc", stages=(2, 3, 4)))  # fmt: skip
-_with(50, "gc_resnet50_r4", "GCNet ResNet-50, GC r4 in every bottleneck of c3-c5.",
-      lambda: Placement("gc", stages=(2, 3, 4), rd_ratio=1 / 4))  # fmt: skip
-_with(50, "se_resnet50", "SE-ResNet-50 (r16, FC biases) after the last conv+BN of every bottleneck.",
-      lambda: Placement("se"))  # fmt: skip
-_with(18, "gc_resnet18_small", "Small-input ResNet-18 with GC r16 in every block of stages 2-4.",
-      lambda: Placement("gc", stages=(2, 3, 4)), stem="small")  # fmt: skip

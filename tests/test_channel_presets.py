@@ -164,6 +164,16 @@ def test_srm_batch_one_train_mode_and_single_position():
     assert torch.isfinite(y).all()
 
 
+def test_style_pool_matches_var_mean_with_offset_mean():
+    from globalctx.layers.context_extra import StylePool
+
+    x = 3.0 + torch.randn(4, 8, 20, 20)  # |mean| = 3 std: the one-pass variance must stay accurate
+    var, mean = torch.var_mean(x.double().flatten(2), dim=-1)
+    u = StylePool()(x)
+    torch.testing.assert_close(u[..., 0], mean.float(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(u[..., 1], (var + 1e-5).sqrt().float(), rtol=1e-4, atol=1e-5)
+
+
 def test_fca_validation():
     with pytest.raises(ValueError, match="divisible"):
         create_block("fca", 40)  # 40 % 16 != 0

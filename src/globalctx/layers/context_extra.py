@@ -10,6 +10,7 @@ of DCT frequencies, ``G = C / F`` channels per frequency.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -67,6 +68,11 @@ def adaptive_pool_matrix(in_size: int, out_size: int) -> torch.Tensor:
         end = -((-(o + 1) * in_size) // out_size)
         p[o, start:end] = 1.0 / (end - start)
     return p
+
+
+@functools.lru_cache(maxsize=64)
+def _pool_matrix_cached(in_size: int, out_size: int) -> torch.Tensor:
+    return adaptive_pool_matrix(in_size, out_size)
 
 
 class DCTPool(nn.Module):
@@ -142,8 +148,8 @@ class DCTPool(nn.Module):
         if (h, w) == self.dct_size:
             return self.filters
         dh, dw = self.dct_size
-        ph = adaptive_pool_matrix(h, dh).to(self.filters)  # [dh, H]
-        pw = adaptive_pool_matrix(w, dw).to(self.filters)  # [dw, W]
+        ph = _pool_matrix_cached(h, dh).to(self.filters)  # [dh, H]
+        pw = _pool_matrix_cached(w, dw).to(self.filters)  # [dw, W]
         return ph.t() @ self.filters @ pw  # [H, dh] @ [F, dh, dw] @ [dw, W] -> [F, H, W]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -169,6 +175,10 @@ class StylePool(nn.Module):
     ``eps = 1e-5`` (official). With a single position (``L = 1``) the unbiased variance is
     undefined (0/0); the biased one (0) is used instead, so ``sigma = sqrt(eps)`` (no NaN).
 
+    The variance is ``(sum x^2 - L mu^2) / (L - 1)`` from two streaming passes accumulated in
+    fp32 (fp64 for fp64 input), clamped at 0. Its relative error grows like
+    ``2^-24 (mu / sigma)^2``: negligible for normalised features (``|mu| <~ 10 sigma``).
+
     Args:
         eps: Default: ``1e-5``.
 
@@ -186,9 +196,15 @@ class StylePool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(2)  # [N, C, L]
-        var, mean = torch.var_mean(x, dim=-1, correction=1 if x.shape[-1] > 1 else 0)  # [N, C] each
+        n = x.shape[-1]
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        # two streaming reads (sum and sum of squares, accumulated in fp32 / fp64) instead of
+        # torch.var_mean, whose Welford kernel is ~6x slower than a sum on CPU
+        mean = x.mean(-1, dtype=acc)  # [N, C]
+        sq = torch.linalg.vector_norm(x, 2, dim=-1, dtype=acc).square()  # [N, C]
+        var = (sq - n * mean.square()).clamp_min(0.0) / (n - 1 if n > 1 else 1)
         std = (var + self.eps).sqrt()
-        return torch.stack((mean, std), dim=-1)  # [N, C, 2]
+        return torch.stack((mean, std), dim=-1).to(x.dtype)  # [N, C, 2]
 
     def extra_repr(self) -> str:
         return f"eps={self.eps:g}"
@@ -225,9 +241,12 @@ class NormEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(2)  # [N, C, L]
+        # one streaming pass each (no x^2 or |x| temporary)
         if self.mode == "l2":
-            return (x.pow(2).sum(-1) + self.eps).sqrt()  # [N, C]
-        return (x if self.after_relu else x.abs()).sum(-1)  # [N, C]
+            return (torch.linalg.vector_norm(x, 2, dim=-1).square() + self.eps).sqrt()  # [N, C]
+        if self.after_relu:
+            return x.sum(-1)  # [N, C]
+        return torch.linalg.vector_norm(x, 1, dim=-1)  # [N, C]
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}, eps={self.eps:g}"

@@ -306,7 +306,7 @@ def dia_block(
     state across the blocks, reset per forward). A lone block (no stage) starts from a zero state
     on every call. The residual add and ReLU stay in the host block, as in the official code.
 
-    At init: ``h`` in ``(0, 1)``, about 0.3 (not an identity). ``identity_init=True`` zeroes the
+    At init: ``h`` in ``(0, 1)``, about 0.25 (not an identity). ``identity_init=True`` zeroes the
     last layer of both small cells (``h = 0.25`` exactly, at every step) and scales by 4: ``y = x``.
     """
     if cell is None:

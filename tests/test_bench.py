@@ -99,6 +99,16 @@ def test_nl_subsampled_macs_match_hand_formula():
     assert _macs(blk, (n, c, h, w)) == _nl_hand_macs("embedded_gaussian", n, c, h * w, lk=h * w // 4)
 
 
+def test_dnl_macs_match_hand_formula():
+    pytest.importorskip("globalctx.layers.disentangled", reason="the DNL block is not part of this build")
+    n, c, h, w = 2, 32, 6, 8
+    l, cr = h * w, c // 4  # default: C_r = C/4, value C -> C, channel whitening, conv_mask unary
+    # theta, phi; value; QK^T and PV (the fused kernel needs d == d_v: q, k zero-padded to C);
+    # unary: mask logits + pooled context; value of the pooled context
+    hand = 2 * n * l * c * cr + n * l * c * c + 2 * n * l * l * c + 2 * n * l * c + n * c * c
+    assert _macs(globalctx.create_block("dnl", c), (n, c, h, w)) == hand
+
+
 def test_resnet50_gmacs_torchvision_layout():
     if not hasattr(globalctx, "create_model"):
         pytest.skip("globalctx.create_model is not part of this build")
@@ -341,3 +351,47 @@ def _has(mod):
         return True
     except ImportError:
         return False
+
+
+def test_plain_progress_lines(capsys):
+    from globalctx.bench import Case, run_cases
+
+    rows = run_cases(
+        [Case("se", globalctx.create_block("se", 32), (1, 32, 3, 3))],
+        runs=1,
+        warmup=0,
+        memory=(),
+        floors=False,
+        progress="plain",
+    )
+    assert rows[0]["latency_ms"] > 0 and rows[0]["error"] == ""
+    assert "[1/1] 1x32x3x3 se" in capsys.readouterr().err
+
+
+def test_failing_case_is_reported_not_raised():
+    from globalctx.bench import Case, run_cases
+
+    rows = run_cases(
+        [Case("bad", lambda: globalctx.create_block("se", 32), (1, 4, 3, 3)), Case("ok", nn.Identity(), (1, 4, 3, 3))],
+        runs=1,
+        warmup=0,
+        memory=(),
+        progress="none",
+    )
+    assert "channels" in rows[0]["error"].lower() or "expected" in rows[0]["error"].lower()
+    assert rows[1]["error"] == "" and rows[1]["latency_ms"] > 0
+
+
+def test_bench_without_subcommand_prints_help(capsys):
+    assert _cli() == 2
+    assert "blocks" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_cli_compile(tmp_path):
+    out = tmp_path / "c.json"
+    rc = _cli(
+        "blocks", "--blocks", "se", "--shape", "1,16,4,4", "--compile", "--runs", "2", "--warmup", "1",
+        "--table", "none", "--no-progress", "--out", str(out),
+    )  # fmt: skip
+    assert rc == 0 and json.loads(out.read_text())["rows"][0]["latency_ms"] > 0

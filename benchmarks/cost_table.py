@@ -7,8 +7,9 @@ It runs the two ``globalctx bench`` commands below in this process, writes their
 JSON next to the markdown, and writes the markdown with the exact commands, the machine, the
 torch version and the date next to the tables:
 
-    globalctx bench blocks --shape 8,1024,14,14
-    globalctx bench blocks --blocks nl,gc,snl,se --sizes 16,32,64,96 --channels 256 --batch 1
+    globalctx bench blocks --shape 8,1024,14,14 --runs 10 --warmup 2
+    globalctx bench blocks --blocks nl,gc,snl,se --sizes 16,32,64,96 --channels 256 --batch 1 \\
+        --memory alloc,rss --runs 10 --warmup 2
 """
 
 from __future__ import annotations
@@ -26,19 +27,19 @@ from globalctx.bench.report import format_markdown, machine_info
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 TABLES = [
-    ("blocks at the ResNet-50 c4 shape", "c4", ["blocks", "--shape", "8,1024,14,14"]),
+    ("blocks at the ResNet-50 c4 shape", "c4", "blocks --shape 8,1024,14,14".split()),
     (
         "Non-local scaling with resolution (C = 256, batch 1)",
         "nl_scaling",
-        ["blocks", "--blocks", "nl,gc,snl,se", "--sizes", "16,32,64,96", "--channels", "256", "--batch", "1"],
+        "blocks --blocks nl,gc,snl,se --sizes 16,32,64,96 --channels 256 --batch 1 --memory alloc,rss".split(),
     ),
 ]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", type=int, default=20, help="timed calls per case (default: 20)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed calls per case (default: 3)")
+    p.add_argument("--runs", type=int, default=10, help="timed calls per case (default: 10)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls per case (default: 2)")
     p.add_argument("--threads", type=int, default=None, help="pin torch threads (default: torch's setting)")
     p.add_argument(
         "--out-dir", default=os.path.join(HERE, "results"), help="where bench.md, CSV and JSON go (default: results/)"
@@ -83,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         "calls, interleaved with the other rows of the same input shape; `x mem floor` is that time over",
         "the time of `x.sum(spatial) + x.clone()` and `x GEMM floor` over the time of the block's own",
         "products run as bare GEMMs, both measured in the same run. `alloc MiB` is the peak of the",
-        "torch allocator during one forward above what was live before (output included). See",
-        "docs/bench.md for the methods.",
+        "torch allocator during one forward above what was live before (output included); `RSS cold/warm`",
+        "the process high-water-mark growth of the first / a later call in a fresh subprocess per case.",
+        "See docs/bench.md for the methods and their resolution.",
     ]
     for title, shown, rows, rc in sections:
         lines += ["", f"## {title}", "", "```", shown, "```", ""]

@@ -320,6 +320,17 @@ def test_cli_models(tmp_path):
     assert float(rows[1]["x_params_vs_base"]) == 1.0 and int(rows[0]["macs"]) > 0
 
 
+def test_block_spec_parsing():
+    from globalctx.bench.cli import _names, _parse_block
+
+    specs = _names("gc:fusion=('add','mul')/rd_ratio=0.25, se ,nl:pairwise='dot_product'")
+    assert specs == ["gc:fusion=('add','mul')/rd_ratio=0.25", "se", "nl:pairwise='dot_product'"]
+    assert _parse_block(specs[0]) == (specs[0], "gc", {"fusion": ("add", "mul"), "rd_ratio": 0.25})
+    assert _parse_block("nl:pairwise=dot_product")[2] == {"pairwise": "dot_product"}  # bare word -> str
+    with pytest.raises(ValueError, match="key=value"):
+        _parse_block("gc:oops")
+
+
 def test_cli_errors(capsys):
     assert _cli("blocks", "--blocks", "nope", "--table", "none") == 2
     assert "unknown block" in capsys.readouterr().err

@@ -30,7 +30,24 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _names(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
+    """Split on commas outside brackets and quotes: ``"gc:fusion=('add','mul'),se"`` -> 2 names."""
+    out, cur, depth, quote = [], [], 0, ""
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            out.append("".join(cur))
+            cur = []
+            continue
+        cur.append(ch)
+    out.append("".join(cur))
+    return [t.strip() for t in out if t.strip()]
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -93,7 +110,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="parameters, FLOPs, latency and peak memory of blocks and models",
         description="Measure blocks or whole models: parameters, MACs/FLOPs (attention matmuls included), "
         "median latency of interleaved runs, peak memory, ratios to floors and to a baseline.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="examples:\n"
+        "  globalctx bench blocks --shape 8,1024,14,14\n"
+        "  globalctx bench blocks --blocks nl,gc,snl,se --sizes 16,32,64,96 --channels 256 --batch 1\n"
+        "  globalctx bench models --models resnet50,gc_resnet50,se_resnet50 --input 8,3,224,224\n"
+        "  globalctx bench blocks --blocks gc,se --out r.csv --out r.json --plot latency.png\n"
+        "see 'globalctx bench blocks --help' and 'globalctx bench models --help' for every flag",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="bench_what", metavar="WHAT")
     b = sub.add_parser(
@@ -107,7 +130,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         type=_names,
         default=None,
         help="comma-separated block names (default: all registered); options as name:key=value/key=value, "
-        "e.g. nl:mode='dot'",
+        "e.g. nl:pairwise='dot_product'/subsample=True",
     )
     b.add_argument("--shape", type=_ints, default=None, help="input shape N,C,*S (default: 8,1024,14,14)")
     b.add_argument(
@@ -147,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _parse_block(spec: str) -> tuple[str, str, dict]:
-    """``"nl:mode='dot'/rd_ratio=0.25"`` -> (row name, block name, options)."""
+    """``"nl:pairwise='dot_product'/subsample=True"`` -> (row name, block name, options)."""
     name, _, opts = spec.partition(":")
     options = {}
     for item in filter(None, opts.split("/")):

@@ -7,8 +7,9 @@ from .placement import POSITIONS, Placement, default_placement, init_blocks
 from .plug import Inserted, plug
 from .registry import create_model, get_model, list_models, register_model
 from .resnet import BasicBlock, Bottleneck, ResNet
+from .resnet3d import ResNet3d, inflate_state_dict
 
-from . import zoo  # noqa: E402,F401  isort: skip  (registers the paper models)
+from . import resnet3d, zoo  # noqa: E402,F401  isort: skip  (registers the paper models)
 
 __all__ = [
     "POSITIONS",
@@ -16,10 +17,12 @@ __all__ = [
     "Bottleneck",
     "Placement",
     "ResNet",
+    "ResNet3d",
     "create_model",
     "default_placement",
     "get_model",
     "Inserted",
+    "inflate_state_dict",
     "init_blocks",
     "plug",
     "list_models",

@@ -201,12 +201,25 @@ def test_fca_filters_are_buffers_and_size_rule_is_deterministic():
     torch.testing.assert_close(traced(z), blk(z))
 
 
-def test_fca_onnx_export():
-    pytest.importorskip("onnx", reason="ONNX export needs the optional onnx package")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
+def test_fca_onnx_export_at_non_divisible_size():
+    """12x9 -> 7x7 is not an integer pooling (the official adaptive_avg_pool2d path has no ONNX op)."""
+    onnx = pytest.importorskip("onnx", reason="ONNX export needs the optional onnx package")
     import io
 
+    from onnx.reference import ReferenceEvaluator
+
+    from globalctx.layers.context_extra import _pool_matrix_cached
+
+    _pool_matrix_cached.cache_clear()  # the resize matrices are built while exporting
     blk = create_block("fca", 32, freq_sel="top4").eval()
-    torch.onnx.export(blk, (torch.randn(1, 32, 12, 9),), io.BytesIO(), dynamo=False)
+    x = torch.randn(1, 32, 12, 9)
+    buf = io.BytesIO()
+    torch.onnx.export(blk, (x,), buf, dynamo=False, input_names=["x"])
+    model = onnx.load_from_string(buf.getvalue())
+    assert not any("Pool" in node.op_type for node in model.graph.node)
+    (y,) = ReferenceEvaluator(model).run(None, {"x": x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(y), blk(x).detach(), rtol=1e-5, atol=1e-5)
 
 
 def test_soca_newton_schulz_fp32_under_autocast():

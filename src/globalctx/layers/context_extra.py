@@ -62,12 +62,13 @@ def adaptive_pool_matrix(in_size: int, out_size: int) -> torch.Tensor:
 
     Bin ``o`` averages ``[floor(o * in / out), ceil((o + 1) * in / out))``.
     """
-    p = torch.zeros(out_size, in_size, dtype=torch.float64)
+    # built from Python numbers so that tracing / ONNX export sees one constant, not index ops
+    rows = []
     for o in range(out_size):
         start = (o * in_size) // out_size
         end = -((-(o + 1) * in_size) // out_size)
-        p[o, start:end] = 1.0 / (end - start)
-    return p
+        rows.append([1.0 / (end - start) if start <= i < end else 0.0 for i in range(in_size)])
+    return torch.tensor(rows, dtype=torch.float64)
 
 
 @functools.lru_cache(maxsize=64)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import globalctx
-from globalctx.models import ResNet3d, inflate_state_dict
+from globalctx.models import Bottleneck, ResNet3d, inflate_state_dict
 
 
 def _bn_eval(m):
@@ -77,7 +77,7 @@ def test_i3d_inflation_and_count():
 
 def test_video_errors():
     with pytest.raises(ValueError, match="inflate must be"):
-        globalctx.create_model("c2d_resnet50", inflate="x3d")
+        ResNet3d(Bottleneck, (1, 1, 1, 1), inflate="x3d")
     with pytest.raises(ValueError, match="temporal_strides"):
         globalctx.create_model("c2d_resnet50", temporal_strides=(1, 2))
     with pytest.raises(ValueError, match="'imagenet' stem"):

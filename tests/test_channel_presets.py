@@ -291,3 +291,23 @@ def test_presets_are_framework_blocks(name):
     blk = create_block(name, 32, **SMALL.get(name, {}))
     assert isinstance(blk, GlobalContextBlock)
     blk.reset_parameters()
+
+
+def test_eca_matches_timm_eca_module():
+    timm_layers = pytest.importorskip(
+        "timm.layers", reason="optional cross-check: timm needs torch>=2.14.1 with torchvision, not in the core env"
+    )
+    blk = create_block("eca", 64, kernel_size=3)
+    ref = timm_layers.EcaModule(64, kernel_size=3)
+    ref.conv.weight.data.copy_(blk.transform.conv.weight.data)
+    x = torch.randn(2, 64, 5, 5)
+    torch.testing.assert_close(blk(x), ref(x))
+
+
+def test_collect_no_weight_decay_prefixes_module_paths():
+    from globalctx.layers.channel_block import collect_no_weight_decay
+
+    model = nn.Sequential(nn.Conv2d(3, 16, 1), create_block("gct", 16), nn.Sequential(create_block("srm", 16)))
+    names = collect_no_weight_decay(model)
+    assert names == {"1.transform.beta", "2.0.transform.cfc", "2.0.transform.bn.weight", "2.0.transform.bn.bias"}
+    assert names <= dict(model.named_parameters()).keys()

@@ -5,9 +5,11 @@ Shape legend: ``N`` batch, ``C`` channels, ``*S`` 1..3 spatial dims.
 
 from __future__ import annotations
 
+from torch import nn
+
 from .framework import GlobalContextBlock
 
-__all__ = ["ChannelContextBlock"]
+__all__ = ["ChannelContextBlock", "collect_no_weight_decay"]
 
 
 class ChannelContextBlock(GlobalContextBlock):
@@ -27,3 +29,22 @@ class ChannelContextBlock(GlobalContextBlock):
             if callable(fn):
                 names.update(f"{part_name}.{n}" for n in fn())
         return names
+
+
+def collect_no_weight_decay(model: nn.Module) -> set[str]:
+    """Full parameter names (as ``model.named_parameters()``) of every sub-module's
+    ``no_weight_decay()`` set, for building optimiser parameter groups.
+
+    Example::
+
+        >>> nwd = collect_no_weight_decay(model)
+        >>> groups = [{"params": [p for n, p in model.named_parameters() if n not in nwd]},
+        ...           {"params": [p for n, p in model.named_parameters() if n in nwd], "weight_decay": 0.0}]
+    """
+    names: set[str] = set()
+    for path, module in model.named_modules():
+        fn = getattr(module, "no_weight_decay", None)
+        if callable(fn):
+            prefix = f"{path}." if path else ""
+            names.update(prefix + n for n in fn())
+    return names

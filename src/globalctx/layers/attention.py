@@ -23,9 +23,10 @@ form               ``y_i``                                     backends (``auto`
 - ``linear``: associativity, ``q @ (k^T v) / L_k``: O(L d d_v) time and O(d d_v) extra memory.
 - ``chunked``: query chunks of ``chunk_size`` rows, each building a ``[N, chunk, L_k]`` block in
   fp32. The default chunk size keeps one block at :data:`CHUNK_ELEMENTS` elements (16 MiB in
-  fp32), so the peak extra memory is about two such blocks (logits and weights), whatever ``L``.
-  With autograd on, each chunk is recomputed in the backward pass (activation checkpointing),
-  so training memory is bounded the same way.
+  fp32). Without autograd one such buffer is reused for every chunk and transformed in place,
+  so the peak extra memory is one block, whatever ``L``. With autograd on, each chunk is
+  recomputed in the backward pass (activation checkpointing), so training memory is bounded by
+  a few blocks as well.
 - ``reference``: the plain formula with the full ``[N, L, L_k]`` matrix in fp32; for tests and
   small maps only.
 
@@ -97,18 +98,39 @@ def _no_autocast(t: torch.Tensor):
     return torch.autocast(device_type=t.device.type, enabled=False)
 
 
-def _chunked(fn, q: torch.Tensor, rest: tuple[torch.Tensor, ...], chunk_size: int | None, lk: int) -> torch.Tensor:
-    """Apply ``fn(q_chunk, *rest)`` over query chunks; checkpoint each chunk when autograd is on."""
-    n, length = q.shape[0], q.shape[1]
-    cs = chunk_size or default_chunk_size(n, lk)
-    if cs >= length:
-        return fn(q, *rest)
-    grad = torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in (q,) + rest)
-    outs = []
-    for s in range(0, length, cs):
-        qc = q[:, s : s + cs]
-        outs.append(checkpoint(fn, qc, *rest, use_reentrant=False) if grad else fn(qc, *rest))
-    return torch.cat(outs, dim=1)  # [N, L, d_v]
+def _chunked(kind: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, chunk_size: int | None):
+    """Query-chunked ``kind`` attention (``'softmax'``, ``'dot_product'``, ``'concatenation'``).
+
+    With autograd on, each chunk is the functional block form under activation checkpointing.
+    Without it, one fp32 ``[N, chunk, L_k]`` buffer is reused for every chunk and transformed in
+    place (no fresh large temporaries, so no page-fault churn and a flat peak).
+    """
+    n, length, lk = q.shape[0], q.shape[1], k.shape[1]
+    cs = min(length, chunk_size or default_chunk_size(n, lk))
+    fn = _BLOCK_FNS[kind]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+        if cs >= length:
+            return fn(q, k, v, scale)
+        outs = [checkpoint(fn, q[:, s : s + cs], k, v, scale, use_reentrant=False) for s in range(0, length, cs)]
+        return torch.cat(outs, dim=1)  # [N, L, d_v]
+    with _no_autocast(q):
+        k32, v32 = _fp32(k), _fp32(v)
+        buf = torch.empty(n * cs * lk, dtype=v32.dtype, device=v.device)
+        outs = []
+        for s in range(0, length, cs):
+            qc = _fp32(q[:, s : s + cs])
+            w = buf[: n * qc.shape[1] * lk].view(n, qc.shape[1], lk)  # [N, chunk, L_k], reused
+            if kind == "concatenation":
+                torch.add(qc.unsqueeze(-1), k32.unsqueeze(1), out=w).relu_()
+            else:
+                torch.matmul(qc, k32.transpose(1, 2), out=w)
+            if kind == "softmax":
+                w.mul_(scale)
+                w.sub_(w.amax(-1, keepdim=True)).exp_()
+                w.div_(w.sum(-1, keepdim=True))
+            o = torch.matmul(w, v32)  # [N, chunk, d_v]
+            outs.append(o if kind == "softmax" else o.div_(lk))
+        return torch.cat(outs, dim=1)  # [N, L, d_v]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,7 +177,7 @@ def softmax_attention(
     if backend == "sdpa":
         return _sdpa(q, k, v, scale)
     if backend == "chunked":
-        return _chunked(_softmax_chunk, q, (k, v, scale), chunk_size, k.shape[1]).to(v.dtype)
+        return _chunked("softmax", q, k, v, scale, chunk_size).to(v.dtype)
     return _softmax_chunk(q, k, v, scale).to(v.dtype)  # reference: one chunk = the whole matrix
 
 
@@ -169,7 +191,7 @@ def dot_product_rows(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         return torch.matmul(_fp32(q), _fp32(k).transpose(1, 2)) / k.shape[1]
 
 
-def _dot_chunk(qc: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def _dot_chunk(qc: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     with _no_autocast(qc):
         return torch.matmul(dot_product_rows(qc, k), _fp32(v))  # [N, Q, d_v]
 
@@ -184,7 +206,7 @@ def dot_product_attention(
             kv = torch.matmul(_fp32(k).transpose(1, 2), _fp32(v)) / k.shape[1]  # [N, d, d_v]
             return torch.matmul(_fp32(q), kv)  # [N, L, d_v]
     if backend == "chunked":
-        return _chunked(_dot_chunk, q, (k, v), chunk_size, k.shape[1])
+        return _chunked("dot_product", q, k, v, 1.0, chunk_size)
     return _dot_chunk(q, k, v)
 
 
@@ -198,7 +220,7 @@ def concat_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.relu(_fp32(a).unsqueeze(-1) + _fp32(b).unsqueeze(1)) / b.shape[1]  # [N, Q, L_k]
 
 
-def _concat_chunk(ac: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def _concat_chunk(ac: torch.Tensor, b: torch.Tensor, v: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     with _no_autocast(ac):
         return torch.matmul(concat_rows(ac, b), _fp32(v))  # [N, Q, d_v]
 
@@ -213,8 +235,11 @@ def concat_attention(
     """
     backend = resolve_backend("concatenation", backend)
     if backend == "chunked":
-        return _chunked(_concat_chunk, a, (b, v), chunk_size, b.shape[1])
+        return _chunked("concatenation", a, b, v, 1.0, chunk_size)
     return _concat_chunk(a, b, v)
+
+
+_BLOCK_FNS = {"softmax": _softmax_chunk, "dot_product": _dot_chunk, "concatenation": _concat_chunk}
 
 
 def attention(

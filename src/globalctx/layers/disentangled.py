@@ -21,9 +21,11 @@ Which official code is followed (the two official repositories disagree; researc
   carries the ``/= d**-0.5`` scale bug behind ``fixbug=False`` and whitens ``theta`` over
   channels but ``phi`` over positions.
 - Deviation for identity at insertion: the official unary term is not gated by ``gamma``, so the
-  official block is not an identity at init. ``zero_init_last=True`` (default) zeroes the last
-  layer of the value path (``out_norm`` gamma, else the output projection, else the value
-  projection) so ``z = x`` exactly; ``zero_init_last=False`` gives the official init.
+  official block is not an identity at init. With a unary term, ``zero_init_last=True``
+  (default) zeroes the last layer of the value path (``out_norm`` gamma, else the output
+  projection, else the value projection) so ``z = x`` exactly; without one, ``gamma = 0`` already
+  gives the identity and nothing else is zeroed (zeroing both would leave no gradient).
+  ``zero_init_last=False`` gives the official init.
 - The unary term pools ``x`` first and then applies the value projection,
   ``g(sum_j m_j x_j) = sum_j m_j g(x_j)`` (the weights sum to 1, so a bias passes through):
   the same result as the official ``value @ mask`` for O(L C) instead of O(L C C_v).
@@ -79,7 +81,8 @@ class DisentangledNonLocal(nn.Module):
         out_norm: BatchNorm on the block output before the residual. Default: ``False``.
         subsample: max-pool (2 / 2x2 / 1x2x2) ``x`` before keys, values and unary term.
             Default: ``False``.
-        zero_init_last: zero the last value-path layer so the block is an identity at init.
+        zero_init_last: with a unary term, zero the last value-path layer so the block is an
+            identity at init (``gamma = 0`` does it alone otherwise).
             Default: ``True``.
         backend: ``'auto'``, ``'sdpa'``, ``'chunked'``, ``'reference'``. Default: ``'auto'``.
         chunk_size: query rows per chunk for ``'chunked'``.
@@ -169,7 +172,8 @@ class DisentangledNonLocal(nn.Module):
             nn.init.zeros_(self.gamma)
         if self.norm is not None:
             self.norm.reset_parameters()
-        if self.zero_init_last:
+        if self.zero_init_last and self.unary_type is not None:
+            # gamma = 0 already silences the pairwise term; only an (ungated) unary term needs this
             last = self.norm if self.norm is not None else (self.out if self.out is not None else self.g)
             nn.init.zeros_(last.weight)
             if last.bias is not None:
@@ -217,13 +221,13 @@ class DisentangledNonLocal(nn.Module):
 
     def _unary_weights(self, xk: torch.Tensor, k: torch.Tensor | None, mu_q: torch.Tensor | None) -> torch.Tensor:
         if self.unary_type == "mask":
-            return self.unary.attention(xk).float()  # [N, L_k]
+            return attn._fp32(self.unary.attention(xk))  # [N, L_k]
         with torch.autocast(device_type=k.device.type, enabled=False):
-            logits = torch.matmul(k.float(), mu_q.float().unsqueeze(-1)).squeeze(-1)  # [N, L_k]
+            logits = torch.matmul(attn._fp32(k), attn._fp32(mu_q).unsqueeze(-1)).squeeze(-1)  # [N, L_k]
             return logits.softmax(-1)
 
     def unary_attention(self, x: torch.Tensor) -> torch.Tensor:
-        """The unary (query-independent) weights ``[N, L_k]`` (fp32, sum to 1 over ``L_k``)."""
+        """The unary (query-independent) weights ``[N, L_k]`` (fp32, or fp64 for fp64 input; sum to 1)."""
         check_input(x, self.channels, type(self).__name__)
         if self.unary_type is None:
             raise ValueError("dnl: unary_attention needs a unary term (unary=None here)")

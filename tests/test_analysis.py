@@ -321,6 +321,18 @@ def test_query_independence_sampled_close_to_exact():
         assert sampled.mean[key] == pytest.approx(exact.mean[key], rel=1e-9)
 
 
+def test_query_independence_accepts_trainer_style_loader():
+    class StepLoader:  # like globalctx.train.data.BatchLoader: iter_epoch yields (step, x, y)
+        def iter_epoch(self, epoch):
+            for step, (x, y) in enumerate(_loader()):
+                yield step, x, y
+
+    net = tiny_net("nl")
+    a = query_independence(net, StepLoader())["2"]
+    b = query_independence(net, _loader())["2"]
+    assert a.images == b.images == 6 and a.mean == b.mean
+
+
 def test_query_independence_gc_block():
     net = tiny_net("gc")
     b = query_independence(net, _loader())["2"]

@@ -103,3 +103,17 @@ def test_report_section_for_compare(trained_run, tmp_path):
     assert md2.split("**GCNet")[0] == md.split("**GCNet")[0]
     plain = globalctx.create_model("resnet18_small", num_classes=2, in_chans=1, base_width=4)
     assert "nothing to analyse" in report_section(plain, batches)
+
+
+def test_compare_section(trained_run, tmp_path):
+    from types import SimpleNamespace
+
+    from globalctx.analysis import compare_section
+
+    ctx = SimpleNamespace(out_dir=tmp_path, run_dirs={"nl": trained_run}, base=None)
+    title, md = compare_section(ctx, images=4, batch_size=4)
+    assert title.startswith("Analysis")
+    assert "### Analysis: nl" in md and "![statistics of all variants](analysis_stats.png)" in md
+    assert (tmp_path / "analysis_stats.png").is_file()
+    assert (tmp_path / "analysis_nl_attention_layer3.1.attn_add.png").is_file()
+    assert compare_section(SimpleNamespace(out_dir=tmp_path, run_dirs={}, base=None)) is None

@@ -6,13 +6,14 @@
   attention maps; JSD of attention maps) per block over a dataset.
 - :func:`plot_attention`, :func:`plot_statistics`: GCNet Figure 1 style figures and a bar chart
   (matplotlib, imported only when called).
-- :func:`report_section`: the markdown analysis section used by ``globalctx analyze`` and
-  ``globalctx compare``.
+- :func:`report_section`: the markdown analysis section of one model (``globalctx analyze``);
+  :func:`compare_section`: the section of a ``globalctx compare`` report, for its
+  ``register_report_section`` hook.
 """
 
 from .capture import Recording, block_kind, capture, find_blocks, grid_queries, resolve_queries
 from .plots import plot_attention, plot_statistics
-from .report import report_section
+from .report import compare_section, report_section
 from .stats import (
     BlockStats,
     QueryIndependence,
@@ -30,6 +31,7 @@ __all__ = [
     "block_kind",
     "block_statistics",
     "capture",
+    "compare_section",
     "correct_for_sampling",
     "find_blocks",
     "grid_queries",

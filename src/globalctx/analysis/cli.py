@@ -47,51 +47,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-class _Batches:
-    """Re-iterable normalised ``(x, y)`` batches of a dataset (the trainer's evaluation loader)."""
-
-    def __init__(self, dataset, mean, std, batch_size: int):
-        from ..train.data import Augment, BatchLoader
-
-        self.loader = BatchLoader(dataset, Augment(mean, std), global_batch=batch_size, train=False)
-
-    def __iter__(self):
-        for _, x, y in self.loader.iter_epoch(0):
-            yield x, y
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-
 def run(args) -> int:
     import json
     import sys
     from pathlib import Path
 
     from ..train.checkpoint import load_model
-    from ..train.data import build_datasets
-    from .report import analyse
+    from .report import analyse, eval_batches
 
     if args.images < 1 or args.batch_size < 1 or args.figure_images < 1 or args.queries < 1:
         print("analyze: --images, --batch-size, --figure-images and --queries must be >= 1", file=sys.stderr)
         return 2
     src = Path(args.path)
     model, config = load_model(src, device=args.device)
-    data_cfg = config.get("data", {})
-    spec = args.data or data_cfg.get("spec") or "fashion-mnist"
-    shape = data_cfg.get("image_shape") or [None, None, None]
-    train_cfg = config.get("train", {})
-    _, val = build_datasets(
-        spec,
-        data_dir=args.data_dir or train_cfg.get("data_dir"),
-        val_subset=args.images,
-        seed=args.seed,
-        in_chans=shape[0] or 3,
-        image_size=train_cfg.get("image_size"),
+    loader, spec, n_images = eval_batches(
+        config, data=args.data, data_dir=args.data_dir, images=args.images, batch_size=args.batch_size, seed=args.seed
     )
-    mean = data_cfg.get("mean") or list(val.mean)
-    std = data_cfg.get("std") or list(val.std)
-    loader = _Batches(val, mean, std, args.batch_size)
+    train_cfg = config.get("train", {}) or {}
     run_dir = src if src.is_dir() else src.parent
     out = Path(args.out) if args.out else run_dir / "analysis"
     out.mkdir(parents=True, exist_ok=True)
@@ -116,7 +88,7 @@ def run(args) -> int:
     header = [
         f"# Analysis of `{src.name}` ({label})",
         "",
-        f"Data: `{spec}`, validation split, {len(val)} images (class-balanced subset, seed {args.seed}). "
+        f"Data: `{spec}`, validation split, {n_images} images (class-balanced subset, seed {args.seed}). "
         f"Command: `globalctx analyze {args.path} --data {spec} --images {args.images} "
         f"--max-queries {args.max_queries} --queries {args.queries} --seed {args.seed}`.",
         "",

@@ -176,9 +176,10 @@ def plot_attention(
                 ax.set_title(labels[j], fontsize=9)
         if i == 0:
             axes[i, 0].set_title("image + queries" if q else "image", fontsize=9)
-    fig.suptitle(
-        title if title is not None else f"{block} ({'per-query maps' if q else 'one shared map'})", fontsize=10
-    )
+    import textwrap
+
+    heading = title if title is not None else f"{block} ({'per-query maps' if q else 'one shared map'})"
+    fig.suptitle(textwrap.fill(heading, width=max(30, int(15 * panel_inches * cols))), fontsize=10)
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig

@@ -14,9 +14,17 @@ import torch
 from torch import nn
 
 from .capture import PAIRWISE, capture, find_blocks
-from .stats import QueryIndependence, _images_of, _model_device, fmt, query_independence
+from .stats import QueryIndependence, _batches, _images_of, _model_device, fmt, query_independence
 
-__all__ = ["report_section", "load_source", "gcnet_reading", "FAR_MORE_ALIKE"]
+__all__ = [
+    "report_section",
+    "compare_section",
+    "analyse",
+    "eval_batches",
+    "load_source",
+    "gcnet_reading",
+    "FAR_MORE_ALIKE",
+]
 
 # "far more alike": the attention maps' mean cosine distance is below this fraction of the inputs'
 FAR_MORE_ALIKE = 0.5
@@ -150,7 +158,7 @@ def analyse(
         out.mkdir(parents=True, exist_ok=True)
         from .plots import plot_attention, plot_statistics
 
-        first = _images_of(next(iter(loader)))[:images]
+        first = _images_of(next(iter(_batches(loader))))[:images]
         was_training = model.training
         model.eval()
         try:
@@ -232,3 +240,101 @@ def report_section(
         device=device,
     )
     return md
+
+
+class _EvalBatches:
+    """Re-iterable normalised ``(x, y)`` batches of a dataset (the trainer's evaluation loader)."""
+
+    def __init__(self, dataset, mean, std, batch_size: int):
+        from ..train.data import Augment, BatchLoader
+
+        self.loader = BatchLoader(dataset, Augment(mean, std), global_batch=batch_size, train=False)
+
+    def __iter__(self):
+        for _, x, y in self.loader.iter_epoch(0):
+            yield x, y
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+
+def eval_batches(
+    config: dict,
+    *,
+    data: str | None = None,
+    data_dir=None,
+    images: int = 256,
+    batch_size: int = 64,
+    seed: int = 0,
+):
+    """Evaluation batches for a run: a fixed class-balanced subset of ``images`` validation images
+    of the run's data (or ``data``), normalised with the run's mean/std.
+
+    ``config`` is the run config returned by ``load_model``. Returns ``(batches, spec, n_images)``;
+    ``batches`` is re-iterable and yields ``(x, y)``.
+    """
+    from ..train.data import build_datasets
+
+    data_cfg = config.get("data", {}) or {}
+    train_cfg = config.get("train", {}) or {}
+    spec = data or data_cfg.get("spec") or "fashion-mnist"
+    shape = data_cfg.get("image_shape") or [None]
+    _, val = build_datasets(
+        spec,
+        data_dir=data_dir or train_cfg.get("data_dir"),
+        val_subset=images,
+        seed=seed,
+        in_chans=shape[0] or 3,
+        image_size=train_cfg.get("image_size"),
+    )
+    mean = data_cfg.get("mean") or list(val.mean)
+    std = data_cfg.get("std") or list(val.std)
+    return _EvalBatches(val, mean, std, batch_size), spec, len(val)
+
+
+def compare_section(ctx, *, images: int = 256, batch_size: int = 64, seed: int = 0) -> tuple[str, str] | None:
+    """The analysis section of a ``globalctx compare`` report, for ``register_report_section``.
+
+    For every variant whose model has NL/DNL/GC/SNL blocks (``ctx.run_dirs``), loads its best
+    checkpoint, evaluates ``images`` validation images of the compare data, writes
+    ``analysis_<variant>_*.png`` and one combined ``analysis_stats.png`` into ``ctx.out_dir``, and
+    returns ``(title, markdown)``; ``None`` when no variant has such blocks.
+    """
+    from .plots import plot_statistics
+
+    out = Path(ctx.out_dir)
+    parts, all_stats = [], {}
+    batches = None
+    for variant, run_dir in ctx.run_dirs.items():
+        model, config = load_source(run_dir)
+        if not find_blocks(model):
+            continue
+        if batches is None:
+            base = getattr(ctx, "base", None)
+            batches, spec, n = eval_batches(
+                config,
+                data_dir=getattr(base, "data_dir", None),
+                images=images,
+                batch_size=batch_size,
+                seed=seed,
+            )
+        md, stats = analyse(
+            model,
+            batches,
+            out_dir=out,
+            title=variant,
+            prefix=f"analysis_{_slug(variant)}_",
+            max_batches=None,
+            seed=seed,
+            heading_level=3,
+        )
+        parts.append(md)
+        all_stats[variant] = stats
+    if not all_stats:
+        return None
+    plot_statistics(all_stats, out / "analysis_stats.png", title="Query-independence statistics per variant")
+    intro = (
+        f"What the attention blocks learned, on {n} validation images of `{spec}` (class-balanced, seed "
+        f"{seed}); see docs/analysis.md for the definitions.\n\n![statistics of all variants](analysis_stats.png)\n"
+    )
+    return "Analysis: query independence (GCNet Table 1)", intro + "\n".join(parts)

@@ -312,15 +312,26 @@ class _Accumulator:
 
 
 def _images_of(batch) -> torch.Tensor:
+    """The image tensor of a batch: a tensor, the first tensor of a tuple/list with >= 3 dims
+    (``(x, y)`` or the trainer's ``(step, x, y)``), or ``batch['image']``."""
     if torch.is_tensor(batch):
         return batch
-    if isinstance(batch, (list, tuple)) and batch and torch.is_tensor(batch[0]):
-        return batch[0]
+    if isinstance(batch, (list, tuple)):
+        for item in batch:
+            if torch.is_tensor(item) and item.dim() >= 3:
+                return item
     if isinstance(batch, dict):
         for key in ("image", "images", "input", "x"):
             if key in batch:
                 return batch[key]
     raise ValueError(f"cannot find images in a batch of type {type(batch).__name__}")
+
+
+def _batches(loader) -> Iterable:
+    """``loader`` itself, or the evaluation epoch of a trainer ``BatchLoader`` (``iter_epoch``)."""
+    if not hasattr(loader, "__iter__") and callable(getattr(loader, "iter_epoch", None)):
+        return loader.iter_epoch(0)
+    return loader
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -342,8 +353,8 @@ def query_independence(
 ) -> QueryIndependence:
     """GCNet Table 1 statistics of every NL/DNL/GC/SNL block of ``model`` over a dataset.
 
-    Runs ``model`` in eval mode on the images of ``loader`` (tensors, ``(images, labels)`` pairs
-    or dicts with an ``'image'`` key) with hooks that compute, per image and block, the mean
+    Runs ``model`` in eval mode on the images of ``loader`` (tensors, ``(images, labels)`` pairs,
+    dicts with an ``'image'`` key, or a trainer ``BatchLoader``) with hooks that compute, per image and block, the mean
     cosine distance of the block inputs, of the block outputs before fusion (``z - x``) and of
     the attention maps, and the mean JSD of the attention maps (module docstring), then averages
     over images. The model's mode is restored afterwards and the hooks removed.
@@ -401,7 +412,7 @@ def query_independence(
     handles = [m.register_forward_hook(make_hook(name)) for name, m in selected.items()]
     try:
         model.eval()
-        for i, batch in enumerate(loader):
+        for i, batch in enumerate(_batches(loader)):
             if max_batches is not None and i >= max_batches:
                 break
             model(_images_of(batch).to(device))

@@ -1,5 +1,5 @@
 """Bilinear attention with attention-in-attention (Fang et al., ICCV 2019, "Bilinear Attention
-Networks for Person Retrieval").
+Networks for Person Retrieval", https://openaccess.thecvf.com/content_ICCV_2019/html/Fang_Bilinear_Attention_Networks_for_Person_Retrieval_ICCV_2019_paper.html).
 
 Shape legend: ``N`` batch, ``C`` channels, ``m`` reduced channels, ``P = m (m + 1) / 2`` bilinear
 features, ``*S`` 1..3 spatial dims, ``L = prod(S)``.

@@ -206,7 +206,8 @@ def soca_block(
     device=None,
     dtype=None,
 ) -> ChannelContextBlock:
-    """Second-order channel attention (Dai et al., SAN, CVPR 2019).
+    """Second-order channel attention (Dai et al., SAN, CVPR 2019,
+    https://openaccess.thecvf.com/content_CVPR_2019/html/Dai_Second-Order_Attention_Network_for_Single_Image_Super-Resolution_CVPR_2019_paper.html).
 
     ``z = mean_rows(sqrt(Cov(crop(x))))`` (Newton-Schulz, 5 iterations, fp32 even under autocast),
     ``y = x * sigmoid(W_2 ReLU(W_1 z + b_1) + b_2)``; r = 16 as SAN builds it (580 parameters at
@@ -337,7 +338,9 @@ def ban_block(
     device=None,
     dtype=None,
 ) -> nn.Module:
-    """Bilinear attention with attention-in-attention (Fang et al., ICCV 2019); see
+    """Bilinear attention with attention-in-attention (Fang et al., ICCV 2019,
+    https://openaccess.thecvf.com/content_ICCV_2019/html/Fang_Bilinear_Attention_Networks_for_Person_Retrieval_ICCV_2019_paper.html);
+    see
     :class:`~globalctx.layers.bilinear.BilinearAttention`.
 
     At init: gate in ``[0.5, 1)`` per position; ``identity_init=True`` gives exactly ``x``.

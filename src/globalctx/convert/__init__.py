@@ -10,5 +10,6 @@ from ._registry import from_mmcv, register_mmcv, to_mmcv
 from . import mmcv_context  # noqa: E402,F401  isort: skip
 from . import mmcv_nonlocal  # noqa: E402,F401  isort: skip
 from .official_dnl import from_official_dnl, to_official_dnl  # noqa: E402,F401  isort: skip
+from .torchvision import load_resnet, resnet_key_map, to_layout  # noqa: E402,F401  isort: skip
 
 __all__ = ["from_mmcv", "register_mmcv", "to_mmcv"]

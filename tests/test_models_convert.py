@@ -1,0 +1,107 @@
+"""torchvision / timm / GCNet-mmdet ResNet state dicts -> globalctx ResNets."""
+
+import pytest
+import torch
+from torch import nn
+
+import globalctx
+from globalctx.convert import load_resnet, resnet_key_map, to_layout
+
+
+def _perturb(model):
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def _same_outputs(a, b, size=32):
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        torch.testing.assert_close(a.eval()(x), b.eval()(x))
+
+
+def test_backbone_keys_are_torchvision_keys():
+    m = globalctx.create_model("resnet50")
+    km, unmapped = resnet_key_map(m)
+    assert not unmapped and all(k == v for k, v in km.items())
+    for k in ("conv1.weight", "layer1.0.downsample.0.weight", "layer4.2.bn3.running_var", "fc.bias"):
+        assert k in km
+
+
+@pytest.mark.parametrize("name", ["se_resnet50", "eca_resnet50", "gc_resnet50"])
+def test_timm_layout_round_trip(name):
+    src = _perturb(globalctx.create_model(name, num_classes=4, base_width=16))
+    sd = to_layout(src, layout="timm")
+    assert any(".se." in k for k in sd)
+    if name == "se_resnet50":
+        assert sd["layer1.0.se.fc1.weight"].shape == (4, 64, 1, 1)  # 1x1 conv as timm's SEModule
+    if name == "gc_resnet50":
+        assert sd["layer2.0.se.conv_attn.weight"].shape == (1, 128, 1, 1) and "layer2.0.se.mlp_add.norm.weight" in sd
+    dst = globalctx.create_model(name, num_classes=4, base_width=16)
+    report = load_resnet(dst, sd, layout="timm")
+    assert not report["missing"] and not report["unexpected"] and not report["mismatched"]
+    _same_outputs(src, dst)
+
+
+def test_mmcv_gcnet_layout_matches_mmcv_context_block():
+    bricks = pytest.importorskip("mmcv.cnn.bricks", reason="mmcv not installed (optional)")
+    src = _perturb(globalctx.create_model("gc_resnet50", num_classes=4, base_width=16))
+    sd = to_layout(src, layout="mmcv")
+    # the block keys are those of mmcv's ContextBlock under `context_block`
+    ref = bricks.ContextBlock(128, ratio=1 / 16)
+    prefix = "layer2.0.context_block."
+    got = {k[len(prefix) :]: v.shape for k, v in sd.items() if k.startswith(prefix)}
+    assert got == {k: v.shape for k, v in ref.state_dict().items()}
+    # and the block computes what mmcv's does with those weights
+    ref.load_state_dict({k: sd[prefix + k] for k in got})
+    x = torch.randn(2, 128, 5, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(src.layer2[0].attn_conv3(x), ref(x), rtol=1e-5, atol=1e-5)
+    dst = globalctx.create_model("gc_resnet50", num_classes=4, base_width=16)
+    load_resnet(dst, sd, layout="mmcv")
+    _same_outputs(src, dst)
+
+
+def test_unmatched_keys_reported_never_dropped():
+    src = globalctx.create_model("se_resnet50", num_classes=4, base_width=16)
+    sd = to_layout(src, layout="timm")
+    plain = globalctx.create_model("resnet50", num_classes=4, base_width=16)
+    with pytest.raises(ValueError, match=r"unexpected \['layer1.0.se.fc1.bias'"):
+        load_resnet(plain, sd, layout="timm")
+    report = load_resnet(plain, sd, layout="timm", strict=False)
+    assert len(report["unexpected"]) == 16 * 4 and not report["missing"]
+    # a deep-stem checkpoint (timm resnet50d / ecaresnet50d) does not fit: reported
+    deep = dict(sd)
+    deep["conv1.0.weight"] = deep.pop("conv1.weight")
+    report = load_resnet(globalctx.create_model("se_resnet50", num_classes=4, base_width=16), deep, layout="timm",
+                         strict=False)  # fmt: skip
+    assert report["missing"] == ["conv1.weight"] and report["unexpected"] == ["conv1.0.weight"]
+    bad = dict(sd)
+    bad["fc.weight"] = torch.zeros(3, 512)
+    with pytest.raises(ValueError, match="mismatched"):
+        load_resnet(globalctx.create_model("se_resnet50", num_classes=4, base_width=16), bad, layout="timm")
+    with pytest.raises(ValueError, match="unknown layout"):
+        load_resnet(plain, sd, layout="caffe")
+    with pytest.raises(ValueError, match="no torchvision counterpart"):
+        to_layout(src, layout="torchvision")
+
+
+def test_torchvision_resnet50_weights_load():
+    tv = pytest.importorskip("torchvision", reason="torchvision not installed (optional)")
+    ref = _perturb(tv.models.resnet50())
+    m = globalctx.create_model("resnet50")
+    load_resnet(m, ref.state_dict())
+    _same_outputs(m, ref, size=64)
+
+
+def test_timm_seresnet50_weights_load():
+    timm = pytest.importorskip("timm", reason="timm not installed (optional)")
+    ref = _perturb(timm.create_model("seresnet50"))
+    m = globalctx.create_model("se_resnet50")
+    load_resnet(m, ref.state_dict(), layout="timm")
+    _same_outputs(m, ref, size=64)

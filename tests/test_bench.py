@@ -338,6 +338,8 @@ def test_cli_errors(capsys):
     assert "not both" in capsys.readouterr().err
     assert _cli("blocks", "--blocks", "se", "--shape", "1,8,4", "--memory", "bogus", "--table", "none") == 2
     assert "bogus" in capsys.readouterr().err
+    assert _cli("blocks", "--blocks", "se", "--shape", "1,32,4", "--baseline", "gc", "--table", "none") == 2
+    assert "baseline 'gc'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("what", ["blocks", "models"])

@@ -116,6 +116,8 @@ def run_cases(
         seed: RNG seed for weights and inputs.
     """
     cases = list(cases)
+    if baseline is not None and baseline not in {c.name for c in cases}:
+        raise ValueError(f"baseline {baseline!r} is not one of the cases: {sorted({c.name for c in cases})}")
     dev = torch.device(device)
     nthreads = set_threads(threads)
     groups: dict[str, list[Case]] = {}

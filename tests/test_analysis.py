@@ -369,3 +369,41 @@ def test_import_globalctx_stays_light():
     code = "import sys, globalctx, globalctx.analysis; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------------------------------ real NL / DNL
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("nl", {}),
+        ("nl", {"pairwise": "dot_product", "subsample": True}),
+        ("nl", {"pairwise": "concatenation"}),
+        ("dnl", {}),
+    ],
+)
+def test_real_nonlocal_blocks(name, options):
+    if name not in globalctx.list_blocks():
+        pytest.skip(f"block {name!r} is not registered in this build")
+    blk = globalctx.create_block(name, 8, zero_init_last=False, **options)
+    for p in blk.parameters():  # move away from the near-uniform official init
+        torch.nn.init.normal_(p, std=0.5)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), blk).eval()
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        before = net(x)
+        with capture(net, queries="all") as rec:
+            during = net(x)
+    torch.testing.assert_close(during, before, rtol=0, atol=0)
+    assert rec.blocks == ["1"] and rec.kind("1") == "pairwise"
+    att = rec.attention("1")
+    assert att.shape == (2, 36, math.prod(rec.key_shape("1")))
+    if options.get("pairwise", "embedded_gaussian") == "embedded_gaussian":
+        torch.testing.assert_close(att.sum(-1), torch.ones(2, 36))
+    if name == "dnl":
+        assert rec.unary("1").shape == (2, 36)
+    b = query_independence(net, [x])["1"]
+    assert b.exact and 0 < b.mean["att_cos"] < 1 and 0 < b.mean["input_cos"] < 1
+    signed = options.get("pairwise") == "dot_product"
+    assert math.isnan(b.mean["att_jsd"]) == signed  # a signed row has no JSD
+    if not signed:
+        assert 0 < b.mean["att_jsd"] < LN2

@@ -131,3 +131,32 @@ def test_init_hook_keeps_block_zero_init():
             nn.init.normal_(mod.weight)
     assert init_blocks(m) == len(blocks)
     assert all(b.transform.fc2.weight.abs().sum() == 0 for b in blocks)
+
+
+def test_features_api():
+    m = globalctx.create_model("gc_resnet50", num_classes=6, base_width=8).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        stages = m.forward_stages(x)
+        assert [tuple(s.shape[1:]) for s in stages] == [(32, 16, 16), (64, 8, 8), (128, 4, 4), (256, 2, 2)]
+        assert [f["num_chs"] for f in m.feature_info] == [32, 64, 128, 256]
+        feats = m.forward_features(x)
+        torch.testing.assert_close(feats, stages[-1])
+        pre = m.forward_head(feats, pre_logits=True)
+        assert pre.shape == (2, m.num_features) == (2, 256)
+        torch.testing.assert_close(m.forward_head(feats), m(x))
+    headless = globalctx.create_model("resnet18_small", num_classes=0, base_width=8)
+    assert headless(torch.randn(2, 3, 16, 16)).shape == (2, 64)
+
+
+@pytest.mark.slow
+def test_torch_compile_model_with_blocks():
+    m = globalctx.create_model(
+        "resnet18_small", num_classes=4, base_width=16, attn=["gc", Placement("se", stages=(1,), rd_ratio=1 / 4)]
+    )
+    m.eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        ref = m(x)
+        out = torch.compile(m, fullgraph=True)(x)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)

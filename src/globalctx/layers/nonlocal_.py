@@ -206,13 +206,18 @@ class NonLocal(nn.Module):
         ``b [N, L_k]`` of ``w^T [theta_i, phi_j] = a_i + b_j``.
         """
         xk = self._keys_input(x)
-        v = self._embed_kv(self.g, x, xk)  # [N, L_k, C_r]
+        v = self._embed_kv(self.g, x, xk) if self.subsample or self.pairwise == "gaussian" else None  # [N, L_k, C_r]
         if self.pairwise == "gaussian":
             q = _positions(x)  # [N, L, C]
             k = _positions(subsample_pool(x)) if self.subsample else q  # [N, L_k, C]
             return q, k, v
-        q = F.linear(_positions(x), self.theta.weight, self.theta.bias)  # [N, L, C_r]
-        k = self._embed_kv(self.phi, x, xk)  # [N, L_k, C_r]
+        if self.subsample:
+            q = F.linear(_positions(x), self.theta.weight, self.theta.bias)  # [N, L, C_r]
+            k = self._embed_kv(self.phi, x, xk)  # [N, L_k, C_r]
+        else:  # one GEMM for theta, phi, g; the slices keep last-dim stride 1 (what SDPA needs)
+            w = torch.cat([self.theta.weight, self.phi.weight, self.g.weight])  # [3 C_r, C]
+            b = None if self.g.bias is None else torch.cat([self.theta.bias, self.phi.bias, self.g.bias])
+            q, k, v = F.linear(_positions(x), w, b).split(self.rd_channels, dim=-1)  # [N, L, C_r] each
         if self.pairwise == "concatenation":
             w_theta, w_phi = self.concat_project.weight.split(self.rd_channels, dim=1)  # [1, C_r] each
             return F.linear(q, w_theta).squeeze(-1), F.linear(k, w_phi).squeeze(-1), v  # [N, L], [N, L_k]
@@ -257,13 +262,41 @@ class NonLocal(nn.Module):
         y = attn.attention(
             self.form, q, k, v, scale=self.scale, backend=self.backend, chunk_size=self.chunk_size
         )  # [N, L, C_r]
+        return self._project_out(x, y)
+
+    def _project_out(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``x + BN(W_z y + b_z)`` for ``y [N, L, C_r]``.
+
+        Without batch statistics to compute (eval mode or no norm) and outside autocast, BN is
+        folded into ``W_z`` and the residual add into the GEMM: one ``baddbmm`` writes the output.
+        """
+        n, c = x.shape[:2]
+        bn = self.norm
+        if (
+            (bn is None or not (bn.training or bn.running_mean is None))
+            and y.dtype == x.dtype
+            and not (torch.is_autocast_enabled(y.device.type))
+        ):
+            w, b = self.out.weight, self.out.bias
+            if bn is not None:
+                s = (
+                    bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+                    if bn.affine
+                    else torch.rsqrt(bn.running_var + bn.eps)
+                )
+                shift = -bn.running_mean * s + (bn.bias if bn.affine else 0)
+                w, b = w * s.unsqueeze(-1), shift if b is None else b * s + shift
+            z = torch.baddbmm(x.reshape(n, c, -1), w.expand(n, -1, -1), y.transpose(1, 2))  # [N, C, L]
+            if b is not None:
+                z.add_(b.unsqueeze(-1))
+            return z.view(x.shape)  # [N, C, *S]
         # W_z in y's dtype: fp32 for the un-normalised forms, whose y may exceed the fp16 range
         with torch.autocast(device_type=y.device.type, enabled=False):
             z = torch.matmul(self.out.weight.to(y.dtype), y.transpose(1, 2))  # [C, C_r] @ [N, C_r, L] -> [N, C, L]
             if self.out.bias is not None:
                 z = z + self.out.bias.to(y.dtype).unsqueeze(-1)
-        if self.norm is not None:
-            z = self.norm(z)  # BatchNorm over (N, L): the same statistics as BatchNorm{1,2,3}d on [N, C, *S]
+        if bn is not None:
+            z = bn(z)  # BatchNorm over (N, L): the same statistics as BatchNorm{1,2,3}d on [N, C, *S]
         return x + z.view(x.shape).to(x.dtype)  # [N, C, *S]
 
     def extra_repr(self) -> str:

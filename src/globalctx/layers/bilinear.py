@@ -55,7 +55,8 @@ class PointwiseConvBNReLU(nn.Module):
             nn.init.zeros_(self.bn.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.matmul(self.conv.weight, x) + self.conv.bias.view(1, -1, 1)  # [N, C_out, L]
+        w = self.conv.weight.expand(x.shape[0], -1, -1)  # [N, C_out, C_in] (stride-0 batch, no copy)
+        y = torch.baddbmm(self.conv.bias.view(1, -1, 1), w, x)  # [N, C_out, L], stays contiguous
         return torch.relu(self.bn(y))
 
 

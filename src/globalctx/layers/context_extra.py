@@ -161,9 +161,10 @@ class DCTPool(nn.Module):
             )
         n, c, h, w = x.shape
         f = self.num_freq
-        filt = self.filters_for((h, w)).to(x.dtype).reshape(f, h * w, 1)  # [F, L, 1]
+        filt = self.filters_for((h, w)).to(x.dtype).reshape(1, f, 1, h * w)  # [1, F, 1, L]
         xg = x.reshape(n, f, c // f, h * w)  # [N, F, G, L]
-        return torch.matmul(xg, filt).reshape(n, c)  # [N, F, G, 1] -> [N, C]
+        # multiply-and-sum streams x once; a batched GEMV with G-row matrices runs ~2x slower on CPU
+        return (xg * filt).sum(-1).reshape(n, c)  # [N, F, G] -> [N, C]
 
     def extra_repr(self) -> str:
         return f"{self.channels}, freq_sel={self.freq_sel!r}, dct_size={self.dct_size}"

@@ -166,7 +166,8 @@ class GSoPPool(nn.Module):
         if self.stride > 1:
             x = x[(slice(None), slice(None)) + (slice(None, None, self.stride),) * (x.dim() - 2)]
         x = torch.relu(x).flatten(2)  # [N, C, L]
-        r = torch.matmul(self.reduce.weight, x) + self.reduce.bias.view(1, -1, 1)  # [d, C] @ [N, C, L] -> [N, d, L]
+        w = self.reduce.weight.expand(x.shape[0], -1, -1)  # [N, d, C] (stride-0 batch, no copy)
+        r = torch.baddbmm(self.reduce.bias.view(1, -1, 1), w, x)  # [N, d, C] @ [N, C, L] -> [N, d, L]
         r = self.act(self.bn(r))  # [N, d, L]
         return covariance_pool(r).to(r.dtype)  # [N, d, d]
 

@@ -52,12 +52,16 @@ class Encoding(nn.Module):
         nn.init.uniform_(self.scale, -1.0, 0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.flatten(2).transpose(1, 2)  # [N, L, D]
+        # channel-major [N, D, L] throughout: every GEMM reads x in place, no transposed copy
+        x = x.flatten(2)  # [N, D, L]
+        n = x.shape[0]
         d = self.codewords.to(x.dtype)  # [K, D]
-        dist = (x * x).sum(-1, keepdim=True) - 2.0 * torch.matmul(x, d.t()) + (d * d).sum(-1)  # [N, L, K]
-        a = torch.softmax((dist * self.scale.to(x.dtype)).float(), dim=-1).to(x.dtype)  # [N, L, K]
-        e = torch.matmul(a.transpose(1, 2), x)  # [N, K, L] @ [N, L, D] -> [N, K, D]
-        return e - a.sum(1).unsqueeze(-1) * d  # [N, K, D]
+        x2 = torch.linalg.vector_norm(x, 2, dim=1, keepdim=True).square()  # [N, 1, L]
+        xd = torch.bmm(d.expand(n, -1, -1), x)  # [N, K, D] @ [N, D, L] -> [N, K, L]
+        dist = x2 - 2.0 * xd + (d * d).sum(-1).view(1, -1, 1)  # [N, K, L]
+        a = torch.softmax((dist * self.scale.to(x.dtype).view(1, -1, 1)).float(), dim=1).to(x.dtype)  # [N, K, L]
+        e = torch.bmm(a, x.transpose(1, 2))  # [N, K, L] @ [N, L, D] -> [N, K, D]
+        return e - a.sum(-1).unsqueeze(-1) * d  # [N, K, D]
 
     def extra_repr(self) -> str:
         return f"{self.channels}, num_codes={self.num_codes}"
@@ -89,7 +93,8 @@ class EncodingPool(nn.Module):
             m.reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.matmul(self.proj.weight, x.flatten(2))  # [C, C] @ [N, C, L] -> [N, C, L]
+        x = x.flatten(2)  # [N, C, L]
+        x = torch.bmm(self.proj.weight.expand(x.shape[0], -1, -1), x)  # [N, C, C] @ [N, C, L] -> [N, C, L]
         x = self.act(self.bn(x))
         e = self.act(self.code_bn(self.encoding(x)))  # [N, K, C]
         return e.mean(1)  # [N, C]

@@ -168,7 +168,14 @@ def test_recorded_gemms_add_up_to_the_count():
 
 def test_time_cases_interleaved_stats():
     calls = []
-    res = time_cases({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, runs=4, warmup=2)
+    rounds = []
+    res = time_cases(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+        runs=4,
+        warmup=2,
+        on_round=lambda done, total: rounds.append((done, total)),
+    )
+    assert rounds == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert calls[:4] == ["a", "a", "b", "b"]  # warm-up, then rotating rounds
     assert calls[4:] == ["a", "b", "b", "a", "a", "b", "b", "a"]
     for s in res.values():
@@ -378,7 +385,8 @@ def test_plain_progress_lines(capsys):
         progress="plain",
     )
     assert rows[0]["latency_ms"] > 0 and rows[0]["error"] == ""
-    assert "[1/1] 1x32x3x3 se" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "[0/1] 1x32x3x3: timing 1 callables" in err and "[1/1] 1x32x3x3 se" in err
 
 
 def test_failing_case_is_reported_not_raised():

@@ -54,6 +54,7 @@ def time_cases(
     warmup: int = 3,
     device: torch.device | str = "cpu",
     interleave: bool = True,
+    on_round: Callable[[int, int], None] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Time several zero-argument callables.
 
@@ -64,6 +65,7 @@ def time_cases(
         device: where the work runs (for synchronisation). Default: ``"cpu"``.
         interleave: round-robin with a rotating order (``True``) or one case after the other.
             Default: ``True``.
+        on_round: called as ``on_round(done, total)`` after each interleaved round (progress).
 
     Returns:
         name -> ``{"median_ms", "min_ms", "max_ms", "mean_ms", "runs"}``.
@@ -93,6 +95,8 @@ def time_cases(
                 k = r % len(names)
                 for name in names[k:] + names[:k]:
                     once(name)
+                if on_round is not None:
+                    on_round(r + 1, runs)
         else:
             for name in names:
                 for _ in range(runs):

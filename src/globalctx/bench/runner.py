@@ -76,6 +76,13 @@ class _Progress:
         elif self.mode == "plain":
             print(f"[{self.done}/{self.total}] {text}", file=sys.stderr, flush=True)
 
+    def note(self, text: str, *, plain: bool = True) -> None:
+        """Show ``text`` without advancing (tqdm postfix; a plain line if ``plain``)."""
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=True)
+        elif self.mode == "plain" and plain:
+            print(f"[{self.done}/{self.total}] {text}", file=sys.stderr, flush=True)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -179,7 +186,9 @@ def _run_group(group, members, dev, dtype, runs, warmup, nthreads, memory, floor
             x_by_shape[shape] = torch.randn(shape, device=dev, dtype=dtype)
         timed["floor:memory"] = memory_floor_fn(x_by_shape[shape])
     try:
-        lat = time_cases(timed, runs=runs, warmup=warmup, device=dev) if timed else {}
+        bar.note(f"{group}: timing {len(timed)} callables (cases and floors) x {runs} rounds")
+        rounds = lambda done, total: bar.note(f"{group}: round {done}/{total}", plain=False)  # noqa: E731
+        lat = time_cases(timed, runs=runs, warmup=warmup, device=dev, on_round=rounds) if timed else {}
     except Exception as e:
         lat = {}
         for row in rows:

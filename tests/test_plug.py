@@ -169,3 +169,27 @@ def test_plug_timm_resnet50_identity():
         _, added = globalctx.plug(net, "gc", where="layer3.*|layer4.*", position="after_conv1")
         torch.testing.assert_close(net(x), ref, rtol=0, atol=1e-5)
     assert len(added) == 9
+
+
+ALL_IDENTITY = [
+    ("nl", {}, "after_add"),
+    ("dnl", {}, "before_add"),
+    ("gct", {}, "before_conv"),
+    ("srm", {"identity_init": True}, "before_add"),
+    ("eca", {"zero_init_last": True, "identity_init": True}, "before_add"),
+    ("fca", {"zero_init_last": True, "identity_init": True}, "before_add"),
+    ("gsop", {"zero_init_last": True, "identity_init": True}, "before_add"),
+]
+
+
+@pytest.mark.parametrize("block,opts,position", ALL_IDENTITY, ids=[b[0] for b in ALL_IDENTITY])
+def test_plug_identity_other_blocks(block, opts, position):
+    if block not in globalctx.list_blocks():
+        pytest.skip(f"block {block!r} is not registered in this build")
+    m = _randomise_bn(globalctx.create_model("resnet50_small", num_classes=7, base_width=4))
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        ref = m(x)
+        _, added = globalctx.plug(m, block, where=r"layer4.*", position=position, **opts)
+        torch.testing.assert_close(m(x), ref, rtol=0, atol=1e-5)
+    assert len(added) >= 3

@@ -22,6 +22,7 @@ Augmentation (training only), documented in docs/training.md:
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import struct
@@ -175,12 +176,21 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype, offset=4 + 4 * ndim).reshape(dims)
 
 
+@functools.lru_cache(maxsize=4)
+def _read_split(d: Path, split: str, stamp: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Decoded IDX arrays of one split (cached per process; ``stamp`` = file sizes and mtimes)."""
+    return read_idx(_find_file(d, _FMNIST_FILES[f"{split}_images"])), read_idx(
+        _find_file(d, _FMNIST_FILES[f"{split}_labels"])
+    )
+
+
 def load_fashion_mnist(data_dir: str | os.PathLike | None = None, *, train: bool = True) -> TensorImageDataset:
     """Fashion-MNIST training (60k) or test (10k) split as a :class:`TensorImageDataset`."""
     d = find_fashion_mnist(data_dir)
     split = "train" if train else "test"
-    images = read_idx(_find_file(d, _FMNIST_FILES[f"{split}_images"]))
-    labels = read_idx(_find_file(d, _FMNIST_FILES[f"{split}_labels"]))
+    files = [_find_file(d, _FMNIST_FILES[f"{split}_{k}"]) for k in ("images", "labels")]
+    stamp = tuple((f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    images, labels = _read_split(d, split, stamp)
     if images.ndim != 3 or images.shape[1:] != (28, 28):
         raise DataError(f"Fashion-MNIST {split} images in {d} have shape {images.shape}, expected [n, 28, 28]")
     if labels.ndim != 1 or len(labels) != len(images):

@@ -231,7 +231,8 @@ def _write_csv(path: Path, history: list[dict]) -> None:
     if not history:
         return
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(history[0]))
+    fields = list(dict.fromkeys(k for row in history for k in row))  # rows without evaluation lack val_*
+    w = csv.DictWriter(buf, fieldnames=fields, restval="")
     w.writeheader()
     w.writerows(history)
     ckpt.atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
@@ -276,9 +277,11 @@ def fit(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, log: Calla
     ``best_acc``, ``history`` (one dict per epoch), ``train_time_s``, ``params``, ``world_size``.
     """
     info, device = init_distributed(cfg.device, cfg.dist_timeout)
+    threads = torch.get_num_threads()
     try:
         return _fit(cfg, info, device, resume, log or (lambda s: print(s, file=sys.stderr, flush=True)))
     finally:
+        torch.set_num_threads(threads)  # cfg.threads applies to this run only
         cleanup()
 
 

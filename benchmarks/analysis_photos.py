@@ -23,7 +23,14 @@ from pathlib import Path
 import torch
 
 import globalctx
-from globalctx.analysis import capture, plot_attention, plot_statistics, query_independence
+from globalctx.analysis import (
+    block_kind,
+    capture,
+    find_blocks,
+    plot_attention,
+    plot_statistics,
+    query_independence,
+)
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins")
 # fixed query points (fractions of height, width): upper left, centre, lower right
@@ -62,6 +69,13 @@ def main(argv=None) -> int:
     p.add_argument("--in-chans", type=int, default=3, choices=(1, 3), help="channels when no --run (default 3)")
     p.add_argument("--size", type=int, default=112, help="image side in pixels (default 112)")
     p.add_argument("--seed", type=int, default=0, help="init seed when no --run (default 0)")
+    p.add_argument(
+        "--embed-gain",
+        type=float,
+        default=None,
+        help="re-draw the linear layers of NL/DNL blocks with std gain/sqrt(fan_in) (an untrained, "
+        "non-uniform attention for illustration; default: keep the model's weights)",
+    )
     p.add_argument("--max-queries", type=int, default=256, help="see globalctx.analysis.query_independence")
     p.add_argument("--prefix", default="photos", help="file name prefix (default photos)")
     p.add_argument("--out", required=True, help="output directory for the PNGs")
@@ -84,6 +98,17 @@ def main(argv=None) -> int:
         ).eval()
         mean, std = [0.5] * in_chans, [0.25] * in_chans
         source = f"randomly initialised {args.model} + {args.attn} (seed {args.seed}, no training)"
+
+    if args.embed_gain is not None:
+        g = torch.Generator().manual_seed(args.seed)
+        for block in find_blocks(model).values():
+            if block_kind(block) != "pairwise":
+                continue
+            for m in block.modules():
+                if isinstance(m, torch.nn.Linear):
+                    with torch.no_grad():
+                        m.weight.normal_(0.0, args.embed_gain / m.in_features**0.5, generator=g)
+        source += f", NL/DNL linear layers re-drawn with gain {args.embed_gain:g}"
 
     photos = load_photos(args.size, in_chans)  # [6, C, H, W] in [0, 1]
     x = (photos - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)

@@ -154,6 +154,17 @@ def test_block_statistics_inputs_outputs():
     assert (s["input_cos"] > 0.1).all()
 
 
+def test_centred_cosine_sees_small_query_dependent_deviations():
+    L = 10
+    rows = (torch.ones(L, L) + 0.01 * torch.eye(L))[None]  # query i: flat + a small bump at i
+    rows = rows / rows.sum(-1, keepdim=True)
+    s = block_statistics(torch.randn(1, 3, 2, 5), rows=rows)
+    assert s["att_cos"].item() < 1e-4 and s["att_jsd"].item() < 1e-4  # alike: nearly flat
+    assert s["att_entropy"].item() > 0.9999
+    # centred rows e_i - 1/L: cos = -1/(L-1) between different queries -> all-pairs mean exactly 1/2
+    assert s["att_cos_centred"].item() == pytest.approx(0.5, abs=1e-9)
+
+
 def test_sampling_correction_is_exact_with_all_queries():
     rows = torch.rand(1, 16, 10).softmax(-1)
     full = mean_cosine_distance(rows)

@@ -51,16 +51,25 @@ def display_images(images: torch.Tensor, mean: Sequence[float] | None = None, st
     return x.permute(0, 2, 3, 1)  # [N, H, W, C]
 
 
-def upsample_map(values: torch.Tensor, shape: Sequence[int], size: Sequence[int]) -> torch.Tensor:
-    """Maps ``[M, L_k]`` on a 2-D grid ``shape`` -> ``[M, H, W]`` (bilinear), each divided by its max.
+def upsample_map(
+    values: torch.Tensor, shape: Sequence[int], size: Sequence[int], *, scale: str = "minmax"
+) -> torch.Tensor:
+    """Maps ``[M, L_k]`` on a 2-D grid ``shape`` -> ``[M, H, W]`` (bilinear), each scaled to ``[0, 1]``.
 
-    Scaling by the max (not min-max) keeps a uniform map flat instead of amplifying its noise.
+    ``scale='minmax'`` stretches each map's own range (shows where a map puts *more* weight, even
+    when it is almost flat, as GCNet's figure); ``'max'`` divides by the maximum (a flat map stays
+    flat). Signed maps (dot product) are shifted to ``>= 0`` first under ``'max'``.
     """
     if len(shape) != 2:
         raise ValueError(f"attention figures need 2-D maps, got key shape {tuple(shape)}")
+    if scale not in ("minmax", "max"):
+        raise ValueError(f"scale must be 'minmax' or 'max', got {scale!r}")
     m = values.detach().float().cpu().reshape(-1, 1, *shape)  # [M, 1, h_k, w_k]
     m = F.interpolate(m, size=tuple(size), mode="bilinear", align_corners=False)[:, 0]  # [M, H, W]
-    m = m - m.flatten(1).min(1).values.clamp_max(0).view(-1, 1, 1)  # signed maps (dot product): shift to >= 0
+    lo = m.flatten(1).min(1).values.view(-1, 1, 1)
+    if scale == "max":
+        lo = lo.clamp_max(0)
+    m = m - lo
     return m / m.flatten(1).max(1).values.view(-1, 1, 1).clamp_min(1e-12)
 
 
@@ -96,6 +105,7 @@ def plot_attention(
     std: Sequence[float] | None = None,
     cmap: str = "jet",
     alpha: float = 0.5,
+    scale: str = "minmax",
     title: str | None = None,
     panel_inches: float = 1.7,
 ):
@@ -104,10 +114,10 @@ def plot_attention(
     One row per image (at most ``max_images``): the image with the query points (coloured
     dots), then, for an NL/DNL block, one panel per query with that query's attention row
     upsampled (bilinear) to the image and overlaid, and for DNL a last panel with the unary map;
-    for a GC/SNL block one panel with the shared map. Each map is scaled to its own ``[0, 1]``
-    maximum (``0`` = no weight, ``1`` = the map's peak); the corner label gives the peak relative to
-    a uniform map (``max / mean``: ``1x`` = uniform, ``L_k x`` = all weight on one position), so a
-    flat map is not mistaken for a focused one.
+    for a GC/SNL block one panel with the shared map. Each map is scaled to ``[0, 1]`` for
+    display (``scale``); the corner label gives its peak relative to a uniform map (``max / mean``:
+    ``1x`` = uniform, ``L_k x`` = all weight on one position), so a stretched, almost flat map is not
+    mistaken for a focused one.
 
     Args:
         images: the batch given to the model inside ``capture``, ``[N, C, H, W]`` (C = 1 or 3).
@@ -117,6 +127,8 @@ def plot_attention(
         max_images: rows. Default: ``6`` (as GCNet's figure).
         mean, std: per-channel normalisation to undo for display. Default: none.
         cmap, alpha: heatmap colour map and opacity. Defaults: ``'jet'``, ``0.5``.
+        scale: ``'minmax'`` (each map's own range, as GCNet's figure) or ``'max'`` (divide by the
+            maximum: flat maps stay flat); see :func:`upsample_map`. Default: ``'minmax'``.
         title: figure title. Default: the block name and its kind.
 
     Returns:
@@ -145,7 +157,7 @@ def plot_attention(
         raw = [att[:n]]
         labels = ["shared map"]
         qpix = torch.zeros(0, 2)
-    maps = [upsample_map(r, rec.key_shape(block), (H, W)) for r in raw]  # [n, H, W] each
+    maps = [upsample_map(r, rec.key_shape(block), (H, W), scale=scale) for r in raw]  # [n, H, W] each
     peaks = [peak_ratio(r) for r in raw]  # [n] each
     cols = 1 + len(maps)
     fig = Figure(figsize=(panel_inches * cols, panel_inches * n + 0.5), layout="constrained")

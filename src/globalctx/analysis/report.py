@@ -65,8 +65,9 @@ def gcnet_reading(stats: QueryIndependence, *, ratio: float = FAR_MORE_ALIKE) ->
     for b in stats:
         if b.kind != PAIRWISE:
             continue
-        ci, co, ca, js, ent = (
-            b.mean.get(k, math.nan) for k in ("input_cos", "output_cos", "att_cos", "att_jsd", "att_entropy")
+        ci, co, ca, js, ent, cc = (
+            b.mean.get(k, math.nan)
+            for k in ("input_cos", "output_cos", "att_cos", "att_jsd", "att_entropy", "att_cos_centred")
         )
         if math.isnan(ci) or math.isnan(ca):
             lines.append(f"`{b.name}`: undefined statistics (cos(input) {fmt(ci)}, cos(att) {fmt(ca)}).")
@@ -82,8 +83,14 @@ def gcnet_reading(stats: QueryIndependence, *, ratio: float = FAR_MORE_ALIKE) ->
         if not math.isnan(ent) and ent > UNIFORM_ENTROPY:
             text += (
                 f" Caveat: its maps are nearly uniform (normalised entropy {ent:.3f}), so they are alike "
-                "trivially, not because they single out the same positions."
+                "largely because they are all close to flat"
             )
+            if not math.isnan(cc):
+                text += (
+                    f"; their deviations from flat have cosine distance {fmt(cc)} "
+                    f"({'more' if cc > ci else 'less'} query-dependent than the inputs' {fmt(ci)})"
+                )
+            text += "."
         lines.append(text)
     return lines
 
@@ -134,8 +141,9 @@ def analyse(
         "pairs of positions (self-pairs included) of the cosine distance (1 - cos)/2 of block "
         "inputs x_i, block outputs before fusion z_i - x_i and attention maps of query i, and "
         "the Jensen-Shannon divergence (nats) of the attention maps; mean (std over images). "
-        "H(att) / ln L_k is the mean entropy of the attention rows relative to a uniform map "
-        "(1 = uniform; not in GCNet's table). "
+        "Not in GCNet's table: H(att) / ln L_k, the mean entropy of the attention rows relative to a "
+        "uniform map (1 = uniform), and cos(att - mean), the cosine statistic of the rows minus their "
+        "mean (do the maps' deviations from flat point to the same positions?). "
         f"Attention statistics are exact when queries = positions, otherwise estimated from a seeded "
         f"sample of {max_queries} query positions per batch (seed {seed}).",
         "",

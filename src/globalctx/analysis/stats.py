@@ -69,7 +69,9 @@ STATISTICS = {
 }
 # not in GCNet's table, reported to read it: mean entropy of the attention rows / ln(L_k), in
 # [0, 1]; 1 = uniform maps (then query independence is trivial), 0 = one-hot maps
-EXTRA_STATISTICS = {"att_entropy": "H(att) / ln L_k"}
+# cosine distance of the centred rows (each row minus its mean, i.e. 1 - Pearson correlation, / 2):
+# whether the maps' *deviations* from flat point to the same positions, whatever their size
+EXTRA_STATISTICS = {"att_entropy": "H(att) / ln L_k", "att_cos_centred": "cos(att - mean)"}
 
 
 def mean_cosine_distance(v: torch.Tensor) -> torch.Tensor:
@@ -171,8 +173,10 @@ def block_statistics(
             Default: ``Q`` (all queries given).
 
     Returns:
-        ``{'input_cos', 'output_cos', 'att_cos', 'att_jsd', 'att_entropy'}`` -> ``[N]`` float64
-        (the keys whose inputs were given; ``att_entropy`` is :func:`mean_normalised_entropy`).
+        ``{'input_cos', 'output_cos', 'att_cos', 'att_jsd', 'att_entropy', 'att_cos_centred'}``
+        -> ``[N]`` float64 (the keys whose inputs were given). ``att_entropy`` is
+        :func:`mean_normalised_entropy` of the rows; ``att_cos_centred`` the cosine statistic of the
+        rows minus their mean (do the deviations from a flat map point the same way?).
     """
     out = {"input_cos": mean_cosine_distance(x.flatten(2).transpose(1, 2))}  # [N, L, C]
     if z is not None:
@@ -183,6 +187,8 @@ def block_statistics(
         out["att_cos"] = correct_for_sampling(mean_cosine_distance(rows), q, L)
         out["att_jsd"] = correct_for_sampling(mean_jsd(rows), q, L)
         out["att_entropy"] = mean_normalised_entropy(rows)
+        centred = rows - rows.double().mean(-1, keepdim=True)  # [N, Q, L_k]
+        out["att_cos_centred"] = correct_for_sampling(mean_cosine_distance(centred), q, L)
     return out
 
 
@@ -250,7 +256,7 @@ class QueryIndependence:
             cells = []
             for key in columns:
                 m, s = b.mean.get(key, math.nan), b.std.get(key, math.nan)
-                if b.kind != PAIRWISE and key in ("att_cos", "att_jsd"):
+                if b.kind != PAIRWISE and key in ("att_cos", "att_jsd", "att_cos_centred"):
                     cells.append("0 (one shared map)")
                 elif math.isnan(m):
                     cells.append("n/a")
@@ -400,7 +406,7 @@ def query_independence(
                 acc.key_shape, acc.queries = tuple(x.shape[2:]), L
                 stats = block_statistics(x, output)
                 zeros = torch.zeros(x.shape[0], dtype=torch.float64)
-                stats.update(att_cos=zeros, att_jsd=zeros)  # one map shared by all queries
+                stats.update(att_cos=zeros, att_jsd=zeros, att_cos_centred=zeros)  # one shared map
                 stats["att_entropy"] = mean_normalised_entropy(module.context.attention(x)[:, None])
                 acc.add(stats)
             return None

@@ -32,6 +32,7 @@ CASES = [
     ("dot_product", "linear"),
     ("dot_product", "chunked"),
     ("dot_product", "reference"),
+    ("concatenation", "linear"),
     ("concatenation", "chunked"),
     ("concatenation", "reference"),
 ]
@@ -101,11 +102,11 @@ def test_default_chunk_size_bounds_block():
 def test_resolve_backend():
     assert A.resolve_backend("softmax", "auto") == "sdpa"
     assert A.resolve_backend("dot_product", "auto") == "linear"
-    assert A.resolve_backend("concatenation", "auto") == "chunked"
+    assert A.resolve_backend("concatenation", "auto") == "linear"
     with pytest.raises(ValueError, match="valid backends"):
         A.resolve_backend("softmax", "flash")
     with pytest.raises(ValueError, match="cannot compute"):
-        A.resolve_backend("concatenation", "linear")
+        A.resolve_backend("concatenation", "sdpa")
     with pytest.raises(ValueError, match="valid forms"):
         A.resolve_backend("cosine", "auto")
     with pytest.raises(ValueError, match="valid forms"):
@@ -126,3 +127,14 @@ def test_cuda_autocast_matches_reference():
     torch.testing.assert_close(y.float(), yr.float(), rtol=2e-2, atol=2e-2)
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
         assert torch.isfinite(m(x * 1e3)).all()
+
+
+@pytest.mark.parametrize("backend", ["linear", "chunked"])
+def test_concatenation_ties(backend):
+    """Integer-valued a, b: many a_i + b_j == 0 (ReLU(0) = 0) and many equal b_j."""
+    g = torch.Generator().manual_seed(3)
+    a = torch.randint(-3, 4, (2, 17), generator=g).double()
+    b = torch.randint(-3, 4, (2, 11), generator=g).double()
+    v = torch.randn(2, 11, 4, generator=g, dtype=torch.float64)
+    y = A.concat_attention(a, b, v, backend=backend, chunk_size=5)
+    torch.testing.assert_close(y, dense("concatenation", a, b, v), rtol=1e-12, atol=1e-12)

@@ -18,7 +18,7 @@ BACKENDS = {
     "gaussian": ["sdpa", "chunked"],
     "embedded_gaussian": ["sdpa", "chunked"],
     "dot_product": ["linear", "chunked"],
-    "concatenation": ["chunked"],
+    "concatenation": ["linear", "chunked"],
 }
 CASES = [(pw, b) for pw in PAIRWISE for b in BACKENDS[pw]]
 
@@ -109,7 +109,7 @@ def test_auto_backend_choice():
     assert NonLocal(8).backend == "sdpa"
     assert NonLocal(8, pairwise="gaussian").backend == "sdpa"
     assert NonLocal(8, pairwise="dot_product").backend == "linear"
-    assert NonLocal(8, pairwise="concatenation").backend == "chunked"
+    assert NonLocal(8, pairwise="concatenation").backend == "linear"
 
 
 @pytest.mark.parametrize("dims", [1, 2, 3])

@@ -60,6 +60,7 @@ PROBE = textwrap.dedent(
         "gaussian_sub": peak(NonLocal(16, pairwise="gaussian", subsample=True), 128),
         "dot_product": peak(NonLocal(16, pairwise="dot_product"), 128),
         "concatenation": peak(NonLocal(16, pairwise="concatenation"), 128),
+        "concatenation_chunked": peak(NonLocal(16, pairwise="concatenation", backend="chunked"), 128),
         "dnl": peak(DisentangledNonLocal(16), 128),
         "reference_64": peak(NonLocal(16, backend="reference"), 64),
     }
@@ -75,9 +76,9 @@ def test_peak_memory_is_linear_not_quadratic():
     assert res.returncode == 0, res.stderr[-2000:]
     mib = json.loads(res.stdout.strip().splitlines()[-1])
     # one L x L fp32 buffer at L = 128*128 is 1024 MiB; input and output are 1 MiB each;
-    # the concatenation kernel reuses one 16 MiB block
-    for name in ("embedded_gaussian", "gaussian_sub", "dot_product", "dnl"):
+    # the chunked concatenation kernel reuses one 16 MiB block
+    for name in ("embedded_gaussian", "gaussian_sub", "dot_product", "concatenation", "dnl"):
         assert mib[name] < 48, (name, mib)
-    assert mib["concatenation"] < 64, mib
+    assert mib["concatenation_chunked"] < 64, mib
     # the reference path at L = 64*64 holds a 64 MiB L x L matrix: the probe must see it
     assert mib["reference_64"] > 64, mib

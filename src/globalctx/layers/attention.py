@@ -11,7 +11,7 @@ form               ``y_i``                                     backends (``auto`
 =================  ==========================================  ==========================================
 ``softmax``        ``sum_j softmax_j(s q_i.k_j) v_j``          ``sdpa``, ``chunked``, ``reference``
 ``dot_product``    ``sum_j (q_i.k_j / L_k) v_j``               ``linear``, ``chunked``, ``reference``
-``concatenation``  ``sum_j ReLU(a_i + b_j) / L_k v_j``         ``chunked``, ``reference``
+``concatenation``  ``sum_j ReLU(a_i + b_j) / L_k v_j``         ``linear``, ``chunked``, ``reference``
 =================  ==========================================  ==========================================
 
 - ``sdpa``: :func:`torch.nn.functional.scaled_dot_product_attention` on ``[N, 1, L, d]`` views with
@@ -20,7 +20,12 @@ form               ``y_i``                                     backends (``auto`
   for fp16/bf16 inputs). The CPU flash kernel also needs ``d == d_v``: the narrower side is
   zero-padded (zero columns of ``q``/``k`` leave the logits unchanged; zero columns of ``v`` are
   cut off the output).
-- ``linear``: associativity, ``q @ (k^T v) / L_k``: O(L d d_v) time and O(d d_v) extra memory.
+- ``linear``: dot product by associativity, ``q @ (k^T v) / L_k``: O(L d d_v) time and
+  O(d d_v) extra memory. Concatenation by sorting: ``ReLU(a_i + b_j)`` is ``a_i + b_j`` for
+  ``b_j > -a_i`` and 0 otherwise, so with the keys sorted by ``b``,
+  ``y_i = (a_i S_v(-a_i) + S_bv(-a_i)) / L_k`` where ``S_v(t)`` / ``S_bv(t)`` are suffix sums of
+  ``v_j`` / ``b_j v_j`` over ``b_j > t`` (one ``searchsorted`` per query): exact,
+  O((L + L_k) log L_k + (L + L_k) d_v) time and O(L_k d_v) extra memory.
 - ``chunked``: query chunks of ``chunk_size`` rows, each building a ``[N, chunk, L_k]`` block in
   fp32. The default chunk size keeps one block at :data:`CHUNK_ELEMENTS` elements (16 MiB in
   fp32). Without autograd one such buffer is reused for every chunk and transformed in place,
@@ -62,7 +67,7 @@ FORMS = ("softmax", "dot_product", "concatenation")
 _VALID = {
     "softmax": ("sdpa", "chunked", "reference"),
     "dot_product": ("linear", "chunked", "reference"),
-    "concatenation": ("chunked", "reference"),
+    "concatenation": ("linear", "chunked", "reference"),
 }
 #: elements of one ``[N, chunk, L_k]`` block in the chunked kernels (2**22 = 16 MiB in fp32)
 CHUNK_ELEMENTS = 2**22
@@ -225,6 +230,22 @@ def _concat_chunk(ac: torch.Tensor, b: torch.Tensor, v: torch.Tensor, scale: flo
         return torch.matmul(concat_rows(ac, b), _fp32(v))  # [N, Q, d_v]
 
 
+def _concat_sorted(a: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Exact ``sum_j ReLU(a_i + b_j) v_j / L_k`` from suffix sums over keys sorted by ``b``."""
+    n, lk, dv = v.shape
+    with _no_autocast(a):
+        a32, b32, v32 = _fp32(a), _fp32(b), _fp32(v)
+        bs, order = b32.sort(dim=1)  # [N, L_k] ascending
+        vs = v32.gather(1, order.unsqueeze(-1).expand(-1, -1, dv))  # [N, L_k, d_v] in sorted order
+        zero = vs.new_zeros(n, 1, dv)
+        # suffix sums S[t] = sum_{s >= t} (sorted positions), S[L_k] = 0: [N, L_k + 1, d_v]
+        s_v = torch.cat([vs.flip(1).cumsum(1).flip(1), zero], dim=1)
+        s_bv = torch.cat([(bs.unsqueeze(-1) * vs).flip(1).cumsum(1).flip(1), zero], dim=1)
+        first = torch.searchsorted(bs, -a32.detach(), right=True)  # [N, L]: first sorted key with b > -a_i
+        idx = first.unsqueeze(-1).expand(-1, -1, dv)  # [N, L, d_v]
+        return (a32.unsqueeze(-1) * s_v.gather(1, idx) + s_bv.gather(1, idx)) / lk  # [N, L, d_v]
+
+
 def concat_attention(
     a: torch.Tensor, b: torch.Tensor, v: torch.Tensor, *, backend: str = "auto", chunk_size: int | None = None
 ) -> torch.Tensor:
@@ -234,6 +255,8 @@ def concat_attention(
     projection ``w^T [theta_i, phi_j]``.
     """
     backend = resolve_backend("concatenation", backend)
+    if backend == "linear":
+        return _concat_sorted(a, b, v)
     if backend == "chunked":
         return _chunked("concatenation", a, b, v, 1.0, chunk_size)
     return _concat_chunk(a, b, v)

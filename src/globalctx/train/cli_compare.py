@@ -2,10 +2,11 @@
 registered) under identical settings and seeds; write ``runs/compare-<time>/report.md``,
 ``results.csv`` and ``curves.png``, and print the table.
 
-The default (no flags) is sized to finish in about 10 minutes on a 2-core CPU: resnet18_small at
-base_width 8, a fixed class-balanced 6,000-image subset of Fashion-MNIST, 3 epochs, evaluated on
-the full 10,000-image test set. ``--full`` runs the real schedule (width 64, all 60,000 images,
-30 epochs). Any training flag overrides the default.
+The default (no flags) is sized to finish in about 10 minutes on a 2-core CPU for six variants:
+resnet18_small at base_width 16, a fixed class-balanced 3,000-image subset of Fashion-MNIST,
+2 epochs, evaluated on a fixed class-balanced 2,000-image subset of the test set. ``--full`` runs
+the real schedule (width 64, all 60,000 training and 10,000 test images, 30 epochs). Any training
+flag overrides the default.
 
 Examples::
 

@@ -122,3 +122,18 @@ def test_script_and_compile():
         ref = m(x)
         s = torch.jit.script(m)
         torch.testing.assert_close(s(x), ref)
+
+
+def test_placement_json_round_trip():
+    import json
+
+    p = Placement(
+        "gc", stages=(3, 4), blocks={3: (-2,), 4: (0, -1)}, rd_ratio=1 / 4, stage_options={4: {"rd_ratio": 1 / 8}}
+    )
+    d = json.loads(json.dumps(p.to_dict()))
+    q = Placement(**d)
+    assert q.to_dict() == p.to_dict() and q.select(3, 6) == [4] and q.stage_options == {4: {"rd_ratio": 1 / 8}}
+    m = _tiny(attn=d)  # create_model accepts the dict form (run configs)
+    assert [n for n, _ in _blocks(m)] == ["layer3.4.attn_conv3", "layer4.0.attn_conv3", "layer4.2.attn_conv3"]
+    with pytest.raises(ValueError, match="only placements of a registered block name"):
+        Placement(lambda c: nn.Identity()).to_dict()

@@ -47,6 +47,8 @@ def _stage_index(s) -> int:
             return s
     elif isinstance(s, str):
         low = s.lower()
+        if low.isdigit() and 1 <= int(low) <= 4:  # JSON object keys
+            return int(low)
         for prefix, shift in (("layer", 0), ("res", 1), ("c", 1)):
             if low.startswith(prefix) and low[len(prefix) :].isdigit():
                 i = int(low[len(prefix) :]) - shift
@@ -181,6 +183,22 @@ class Placement:
                 raise ValueError(f"block {self.name!r} built {type(m).__name__}, not an nn.Module")
         return mark_block(m)
 
+    def to_dict(self) -> dict:
+        """A JSON-friendly description (``Placement(**d)`` / ``attn=d`` rebuilds it); named blocks only."""
+        if not isinstance(self.block, str):
+            raise ValueError(f"only placements of a registered block name serialise, not {self.name!r}")
+        blocks = self.blocks
+        if isinstance(blocks, dict):
+            blocks = {str(k): list(v) for k, v in blocks.items()}
+        elif blocks is not None:
+            blocks = list(blocks)
+        d = {"block": self.block, "stages": list(self.stages), "position": self.position, "every": self.every,
+             "offset": self.offset, "blocks": blocks, "stem": self.stem}  # fmt: skip
+        if self.stage_options:
+            d["stage_options"] = {str(k): dict(v) for k, v in self.stage_options.items()}
+        d.update(self.options)
+        return d
+
     def __repr__(self) -> str:
         parts = [repr(self.name), f"stages={self.stages}", f"position={self.position!r}"]
         if self.blocks is not None:
@@ -218,11 +236,14 @@ def default_placement(block, **options) -> Placement:
 
 
 def as_placements(attn) -> list[Placement]:
-    """Normalise ``attn`` (None, name, callable, module, Placement or a list of them) to placements."""
+    """Normalise ``attn`` (None, name, callable, module, Placement, a ``Placement.to_dict()`` dict,
+    or a list of them) to placements."""
     if attn is None or attn == "":
         return []
     if isinstance(attn, Placement):
         return [attn]
+    if isinstance(attn, Mapping):  # Placement.to_dict() output, e.g. from a JSON run config
+        return [Placement(**attn)]
     if isinstance(attn, (str, nn.Module)) or callable(attn):
         return [default_placement(attn)]
     if isinstance(attn, (list, tuple)):

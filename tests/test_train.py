@@ -299,3 +299,29 @@ def test_cli_train_and_resume(fmnist, tmp_path, capsys):
     assert main(["train", "--resume", out, "--json", *common]) == 0
     second = json.loads(capsys.readouterr().out)
     assert second["status"] == "completed" and second["global_step"] == 4 and len(second["history"]) == 2
+
+
+def test_train_on_a_generated_image_folder(tmp_path):
+    Image = pytest.importorskip("PIL.Image", reason="Pillow decodes ImageFolder images")
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("val", 4)):
+        for c, level in (("dark", 40), ("bright", 200)):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(n):
+                a = np.clip(rng.normal(level, 20, (20, 20, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(a).save(tmp_path / split / c / f"{i}.png")
+    data = f"imagefolder:{tmp_path / 'train'},{tmp_path / 'val'}"
+    cfg = TrainConfig(
+        **{**SMALL, "subset": None, "val_subset": None, "epochs": 2, "batch_size": 8},
+        data=data,
+        image_size=16,
+        workers=1,
+        out=str(tmp_path / "run"),
+    )
+    res = fit(cfg, log=quiet)
+    assert res["status"] == "completed" and res["steps_per_epoch"] == 3 and res["history"][-1]["val_n"] == 8
+    model, config = ckpt.load_model(tmp_path / "run")
+    assert config["data"]["classes"] == ["bright", "dark"] and config["data"]["image_shape"] == [3, 16, 16]
+    assert model(torch.zeros(1, 3, 16, 16)).shape == (1, 2)

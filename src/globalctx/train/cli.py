@@ -132,6 +132,17 @@ def config_changes(args: argparse.Namespace) -> dict:
     return changes
 
 
+def maybe_download(args: argparse.Namespace, cfg) -> None:
+    """With ``--download``, fetch Fashion-MNIST into the user cache when it cannot be found."""
+    from .data import DataError, download_fashion_mnist, find_fashion_mnist, parse_data_spec
+
+    if getattr(args, "download", False) and parse_data_spec(cfg.data).kind == "fashion-mnist":
+        try:
+            find_fashion_mnist(cfg.data_dir)
+        except DataError:
+            download_fashion_mnist()
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "train",
@@ -155,7 +166,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         from . import checkpoint as ckpt
         from .config import TrainConfig
-        from .data import download_fashion_mnist, parse_data_spec
         from .loop import fit
 
         changes = config_changes(args)
@@ -167,13 +177,7 @@ def run(args: argparse.Namespace) -> int:
             cfg = TrainConfig.from_dict({**saved, **changes, "out": args.resume})
         else:
             cfg = TrainConfig(**changes)
-        if getattr(args, "download", False) and parse_data_spec(cfg.data).kind == "fashion-mnist":
-            from .data import DataError, find_fashion_mnist
-
-            try:
-                find_fashion_mnist(cfg.data_dir)
-            except DataError:
-                download_fashion_mnist()
+        maybe_download(args, cfg)
         result = fit(cfg, resume=args.resume)
     except errors as e:
         print(f"globalctx train: error: {e}", file=sys.stderr)
@@ -191,4 +195,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_parser", "run", "add_train_arguments", "config_changes"]
+__all__ = ["add_parser", "run", "add_train_arguments", "config_changes", "maybe_download"]

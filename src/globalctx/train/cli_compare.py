@@ -3,8 +3,9 @@ registered) under identical settings and seeds; write ``runs/compare-<time>/repo
 ``results.csv`` and ``curves.png``, and print the table.
 
 The default (no flags) is sized to finish in about 10 minutes on a 2-core CPU for six variants:
-resnet18_small at base_width 16, a fixed class-balanced 3,000-image subset of Fashion-MNIST,
-2 epochs, evaluated on a fixed class-balanced 2,000-image subset of the test set. ``--full`` runs
+resnet18_small at base_width 16, a fixed class-balanced 1,500-image subset of Fashion-MNIST,
+3 epochs (batch 32, SGD, cosine), evaluated once at the end on a fixed class-balanced 2,000-image
+subset of the test set. ``--full`` runs
 the real schedule (width 64, all 60,000 training and 10,000 test images, 30 epochs). Any training
 flag overrides the default.
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import add_train_arguments, config_changes
+from .cli import add_train_arguments, config_changes, maybe_download
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = default_config(args.full, **config_changes(args))
         if "max_steps" in vars(args):
             raise ValueError("--max-steps is not supported by compare (every variant must finish)")
+        maybe_download(args, cfg)
         ctx = run_compare(cfg, args.variants, out_dir=args.out, out_root=args.out_root, latency=args.latency)
     except _error_types() as e:
         print(f"globalctx compare: error: {e}", file=sys.stderr)

@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         info = meta["machine"]
         lines += ["", f"## {title}", "", "```", meta["command"], "```", ""]
         lines.append(
-            f"Run on {meta['date']}: {info['cpu']}, {info['cores']} cores, {info['threads']} torch threads; "
+            f"Run on {meta['date']}: {info['cpu']}, {info['cores']} cores, {info['threads']} torch thread(s); "
             f"torch {info['torch']}, Python {info['python']}"
             + (f", GPU {info['gpu']}" if "gpu" in info else ", CPU only")
             + "."

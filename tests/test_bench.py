@@ -58,7 +58,7 @@ def test_count_params_splits_trainable_and_buffers():
     assert p == {"params": 12 + 4 + 8, "trainable": 4 + 8, "buffers": 4 + 4 + 1}
 
 
-def _nl_hand_macs(pairwise, n, c, l, lk=None, padded=True):
+def _nl_hand_macs(pairwise, n, c, l, lk=None, padded=True, sorted_concat=True):
     cr, lk = c // 2, lk or l
     proj_q = n * l * c * cr  # theta
     proj_kv = n * lk * c * cr  # phi or g on the key positions
@@ -72,8 +72,11 @@ def _nl_hand_macs(pairwise, n, c, l, lk=None, padded=True):
     if pairwise == "dot_product":
         return proj_q + 2 * proj_kv + 2 * n * lk * cr * cr * l // lk + out  # theta (phi^T g) / L_k
     if pairwise == "concatenation":
-        # a_i = w_1^T theta_i, b_j = w_2^T phi_j (GEMVs), relu(a_i + b_j) @ g
-        return proj_q + 2 * proj_kv + n * l * cr + n * lk * cr + n * l * lk * cr + out
+        # a_i = w_1^T theta_i, b_j = w_2^T phi_j (GEMVs), then sum_j relu(a_i + b_j) g_j: by default
+        # from suffix sums over keys sorted by b (sort, cumsum, gather: no product); the chunked
+        # path multiplies the [L, L_k] weights with g
+        pair = 0 if sorted_concat else n * l * lk * cr
+        return proj_q + 2 * proj_kv + n * l * cr + n * lk * cr + pair + out
     raise AssertionError(pairwise)
 
 
@@ -83,6 +86,13 @@ def test_nl_macs_match_hand_formula(pairwise):
     n, c, h, w = 2, 32, 6, 8
     blk = globalctx.create_block("nl", c, pairwise=pairwise)
     assert _macs(blk, (n, c, h, w)) == _nl_hand_macs(pairwise, n, c, h * w)
+
+
+def test_nl_concatenation_chunked_path_macs():
+    pytest.importorskip("globalctx.layers.nonlocal_", reason="the NL block is not part of this build")
+    n, c, h, w = 2, 32, 6, 8
+    blk = globalctx.create_block("nl", c, pairwise="concatenation", backend="chunked")
+    assert _macs(blk, (n, c, h, w)) == _nl_hand_macs("concatenation", n, c, h * w, sorted_concat=False)
 
 
 def test_nl_gaussian_reference_path_macs():

@@ -245,7 +245,12 @@ def plot_rows(rows: Sequence[dict], path: str, *, x: str = "auto") -> str:
             n *= d
         return n
 
-    panels = [("latency_ms", "latency, median ms")] + ([(mem_key, mem_key.replace("_", " "))] if mem_key else [])
+    mem_labels = {
+        "mem_cuda_mib": "peak memory, MiB (CUDA allocator)",
+        "mem_alloc_mib": "peak memory, MiB (torch allocator)",
+        "mem_rss_cold_mib": "peak RSS growth, MiB (first call)",
+    }
+    panels = [("latency_ms", "latency, median ms")] + ([(mem_key, mem_labels[mem_key])] if mem_key else [])
     for ax, (key, label) in zip(axes[0], panels):
         if len(groups) > 1:
             for name in names:
@@ -263,7 +268,9 @@ def plot_rows(rows: Sequence[dict], path: str, *, x: str = "auto") -> str:
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
     info = machine_info()
-    fig.suptitle(f"{info['cpu']} ({info['threads']} threads), torch {info['torch']}", fontsize=9)
+    threads = ok[0].get("threads", info["threads"])
+    torch_version = ok[0].get("torch") or info["torch"]
+    fig.suptitle(f"{info['cpu']} ({threads} thread(s)), torch {torch_version}, {ok[0].get('device', '')}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,6 +1,6 @@
 """Regenerate the README cost tables: every block at the ResNet-50 c4 shape, NL scaling, whole models.
 
-    python benchmarks/cost_table.py                 # both tables -> benchmarks/results/bench.md
+    python benchmarks/cost_table.py                 # all three tables -> benchmarks/results/bench.md
     python benchmarks/cost_table.py --only nl_scaling --threads 1 --out-dir my_results
 
 It runs the three ``globalctx bench`` commands below in this process, writes their rows as CSV and

@@ -10,6 +10,7 @@ from .transform import Bottleneck, LinearTransform, StackedTransforms
 # preset modules register their blocks on import
 from . import presets  # noqa: E402,F401  isort: skip
 from . import presets_channel  # noqa: E402,F401  isort: skip
+from .presets_channel import BilinearAttention, ChannelContextBlock, DCTPool, DIACell, DIAStage, EncModule  # noqa: E402,F401,E501  isort: skip
 from .nonlocal_ import NonLocal  # noqa: E402,F401  isort: skip
 from .disentangled import DisentangledNonLocal  # noqa: E402,F401  isort: skip
 

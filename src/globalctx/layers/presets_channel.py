@@ -18,7 +18,7 @@ from .channel_block import ChannelContextBlock
 from .context import AvgPool
 from .context_extra import DCTPool, NormEmbed, StylePool
 from .covariance import CovSqrtPool, GSoPPool
-from .dia import DIACell
+from .dia import DIACell, DIAStage  # noqa: F401  (DIAStage re-exported by globalctx.layers)
 from .encoding import EncModule, EncodingPool
 from .fusion import ScaleFusion
 from .fusion_extra import MulFusion, ResidualGateFusion, TanhGateFusion

@@ -115,7 +115,7 @@ def plot_attention(
     dots), then, for an NL/DNL block, one panel per query with that query's attention row
     upsampled (bilinear) to the image and overlaid, and for DNL a last panel with the unary map;
     for a GC/SNL block one panel with the shared map. Each map is scaled to ``[0, 1]`` for
-    display (``scale``); the corner label gives its peak relative to a uniform map (``max / mean``:
+    display (``scale``); the label under each panel gives its peak relative to a uniform map (``max / mean``:
     ``1x`` = uniform, ``L_k x`` = all weight on one position), so a stretched, almost flat map is not
     mistaken for a focused one.
 
@@ -172,15 +172,7 @@ def plot_attention(
             ax = axes[i, j + 1]
             _show(ax, imgs[i].mean(-1, keepdim=True))
             ax.imshow(m[i].numpy(), cmap=cmap, alpha=alpha, vmin=0, vmax=1)
-            ax.text(
-                0.03,
-                0.03,
-                f"peak {peaks[j][i].item():.3g}x",
-                transform=ax.transAxes,
-                fontsize=7,
-                color="white",
-                bbox=dict(facecolor="black", alpha=0.6, pad=1, linewidth=0),
-            )
+            ax.set_xlabel(f"peak {peaks[j][i].item():.3g}x uniform", fontsize=7, labelpad=1)
             if j < q:
                 y, x = qpix[j].tolist()
                 ax.scatter([x], [y], c=_QUERY_COLOURS[j % len(_QUERY_COLOURS)], **marker)

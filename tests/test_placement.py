@@ -137,3 +137,27 @@ def test_placement_json_round_trip():
     assert [n for n, _ in _blocks(m)] == ["layer3.4.attn_conv3", "layer4.0.attn_conv3", "layer4.2.attn_conv3"]
     with pytest.raises(ValueError, match="only placements of a registered block name"):
         Placement(lambda c: nn.Identity()).to_dict()
+
+
+def test_every_block_in_a_shared_slot_takes_effect():
+    # mmdet's plugin bug ran only the last plugin at a position; here each one must matter
+    m = _tiny(attn=[Placement("gc", stages=(4,), blocks=(0,), rd_ratio=1 / 4)] * 2).eval()
+    first, second = m.layer4[0].attn_conv3
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        ref = m(x)
+        for blk in (first, second):
+            saved = blk.transform.fc2.bias.clone()
+            blk.transform.fc2.bias.add_(1.0)
+            assert not torch.allclose(m(x), ref)
+            blk.transform.fc2.bias.copy_(saved)
+        torch.testing.assert_close(m(x), ref)
+
+
+def test_resnext_widths_inferred():
+    m = globalctx.create_model(
+        "resnext50_32x4d", num_classes=3, base_width=16, attn=Placement("gc", position="after_conv2")
+    )
+    # ResNeXt bottleneck width = int(planes * 4 / 64) * 32
+    assert m.layer1[0].attn_conv2.channels == 32 and m.layer4[0].attn_conv2.channels == 256
+    assert m(torch.randn(2, 3, 64, 64)).shape == (2, 3)

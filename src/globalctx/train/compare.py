@@ -10,6 +10,7 @@ trained models) with :func:`register_report_section`; each hook receives the
 from __future__ import annotations
 
 import datetime
+import os
 import statistics
 import sys
 import time
@@ -169,7 +170,6 @@ def register_report_section(fn: Callable[[CompareContext], tuple[str, str] | Non
 
 
 def _environment() -> dict[str, str]:
-    import os
     import platform
 
     return {
@@ -221,6 +221,8 @@ def run_compare(
         ctx.run_dirs[v] = out / v
         ctx.histories[v] = res["history"]
     ctx.wall_time_s = time.perf_counter() - t_start
+    if int(os.environ.get("RANK", "0")) != 0:
+        return ctx  # under torchrun only rank 0 measures and writes the report
 
     from .checkpoint import build_model
 

@@ -60,6 +60,17 @@ def load_photos(size: int, in_chans: int) -> torch.Tensor:
     return torch.stack(out)  # [6, C, H, W]
 
 
+def _shrink(png: Path) -> None:
+    """Re-save a PNG with a 256-colour palette (about 3x smaller; photos overlaid with heatmaps)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return
+    with Image.open(png) as im:
+        small = im.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT)
+    small.save(png, optimize=True)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", default=None, help="run directory or .safetensors from `globalctx train`")
@@ -77,6 +88,8 @@ def main(argv=None) -> int:
         "non-uniform attention for illustration; default: keep the model's weights)",
     )
     p.add_argument("--max-queries", type=int, default=256, help="see globalctx.analysis.query_independence")
+    p.add_argument("--dpi", type=int, default=72, help="PNG resolution (default 72: panels ~ image size)")
+    p.add_argument("--no-stats", action="store_true", help="figures only (skip the statistics)")
     p.add_argument("--prefix", default="photos", help="file name prefix (default photos)")
     p.add_argument("--out", required=True, help="output directory for the PNGs")
     args = p.parse_args(argv)
@@ -118,8 +131,11 @@ def main(argv=None) -> int:
         model(x)
     for block in rec.blocks:
         png = out / f"{args.prefix}_{block}.png"
-        plot_attention(photos, rec, block, png, title=f"{block} on scikit-image photos: {source}")
+        plot_attention(photos, rec, block, png, title=f"{block} on scikit-image photos: {source}", dpi=args.dpi)
+        _shrink(png)
         print(f"wrote {png}")
+    if args.no_stats:
+        return 0
     stats = query_independence(model, [x], max_queries=args.max_queries)
     plot_statistics(stats, out / f"{args.prefix}_stats.png", title=f"Statistics on the 6 photos: {source}")
     print(f"\nSource: {source}; photos {', '.join(PHOTOS)} at {args.size}x{args.size}.\n")

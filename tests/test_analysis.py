@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -316,6 +317,8 @@ def test_query_independence_exact_matches_capture():
     for key, v in per_image.items():
         assert b.mean[key] == pytest.approx(v.mean().item(), rel=1e-9)
     assert net.training  # mode restored
+    again = type(res).from_dict(json.loads(json.dumps(res.to_dict())))
+    assert again.to_markdown() == res.to_markdown()
     assert sum(len(m._forward_hooks) for m in net.modules()) == 0
     assert "| `2` | pairwise | 6x6 | 36 / 36 (all) | 6 |" in res.to_markdown()
 

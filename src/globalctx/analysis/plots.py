@@ -108,6 +108,7 @@ def plot_attention(
     scale: str = "minmax",
     title: str | None = None,
     panel_inches: float = 1.7,
+    dpi: int = 110,
 ):
     """GCNet Figure 1: each image with its query points, and each query's attention map on it.
 
@@ -130,6 +131,7 @@ def plot_attention(
         scale: ``'minmax'`` (each map's own range, as GCNet's figure) or ``'max'`` (divide by the
             maximum: flat maps stay flat); see :func:`upsample_map`. Default: ``'minmax'``.
         title: figure title. Default: the block name and its kind.
+        panel_inches, dpi: panel size and PNG resolution. Defaults: ``1.7``, ``110``.
 
     Returns:
         the ``matplotlib.figure.Figure``.
@@ -185,7 +187,7 @@ def plot_attention(
     heading = title if title is not None else f"{block} ({'per-query maps' if q else 'one shared map'})"
     fig.suptitle(textwrap.fill(heading, width=max(30, int(15 * panel_inches * cols))), fontsize=10)
     if path is not None:
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=dpi)
     return fig
 
 

@@ -247,6 +247,25 @@ class QueryIndependence:
             for name, b in self.blocks.items()
         }
 
+    @classmethod
+    def from_dict(cls, d: dict) -> QueryIndependence:
+        """Inverse of :meth:`to_dict` (e.g. ``stats.json`` written by ``globalctx analyze``)."""
+        blocks = {
+            name: BlockStats(
+                name,
+                b["kind"],
+                tuple(b["spatial_shape"]),
+                tuple(b["key_shape"]),
+                int(b["positions"]),
+                int(b["queries"]),
+                int(b["images"]),
+                {k: (math.nan if v is None else float(v)) for k, v in b["mean"].items()},
+                {k: (math.nan if v is None else float(v)) for k, v in b["std"].items()},
+            )
+            for name, b in d.items()
+        }
+        return cls(blocks)
+
     def to_markdown(self) -> str:
         """A GCNet-Table-1-style table: one row per block, mean (std over images)."""
         columns = {**STATISTICS, **EXTRA_STATISTICS}

@@ -162,8 +162,7 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> to
     dv = v.shape[-1]
     width = max(q.shape[-1], dv)
     # [N, 1, L, w]: 4-D, last-dim stride 1 (the CPU flash kernel's requirements), d == d_v
-    q4, k4, v4 = (_pad_last(t, width).unsqueeze(1) for t in (q, k, v))
-    q4, k4, v4 = (t if t.stride(-1) == 1 else t.contiguous() for t in (q4, k4, v4))
+    q4, k4, v4 = (_pad_last(t if t.stride(-1) == 1 else t.contiguous(), width).unsqueeze(1) for t in (q, k, v))
     y = F.scaled_dot_product_attention(q4, k4, v4, scale=scale)  # [N, 1, L, w]
     return y.squeeze(1)[..., :dv]  # [N, L, d_v]
 

@@ -68,7 +68,8 @@ class NonLocal(nn.Module):
 
     No path builds the ``L x L_k`` matrix unless asked to (``backend='reference'``): softmax
     forms go through fused SDPA, the dot product through ``theta (phi^T g) / L_k``,
-    concatenation through bounded query chunks (see :mod:`globalctx.layers.attention`).
+    concatenation through keys sorted by their projection (exact, O(L log L)), with bounded
+    query chunks as the alternative (see :mod:`globalctx.layers.attention`).
 
     Args:
         channels: ``C``.
@@ -208,8 +209,8 @@ class NonLocal(nn.Module):
         xk = self._keys_input(x)
         v = self._embed_kv(self.g, x, xk) if self.subsample or self.pairwise == "gaussian" else None  # [N, L_k, C_r]
         if self.pairwise == "gaussian":
-            q = _positions(x)  # [N, L, C]
-            k = _positions(subsample_pool(x)) if self.subsample else q  # [N, L_k, C]
+            q = _positions(x).contiguous()  # [N, L, C], last-dim stride 1 for SDPA
+            k = _positions(subsample_pool(x)).contiguous() if self.subsample else q  # [N, L_k, C]
             return q, k, v
         if self.subsample:
             q = F.linear(_positions(x), self.theta.weight, self.theta.bias)  # [N, L, C_r]
@@ -258,9 +259,9 @@ class NonLocal(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, type(self).__name__)
-        q, k, v = self._qkv(x)
+        # q, k, v are not bound here, so they are freed before the output is allocated (lower peak)
         y = attn.attention(
-            self.form, q, k, v, scale=self.scale, backend=self.backend, chunk_size=self.chunk_size
+            self.form, *self._qkv(x), scale=self.scale, backend=self.backend, chunk_size=self.chunk_size
         )  # [N, L, C_r]
         return self._project_out(x, y)
 

@@ -185,7 +185,7 @@ def plot_attention(
     import textwrap
 
     heading = title if title is not None else f"{block} ({'per-query maps' if q else 'one shared map'})"
-    fig.suptitle(textwrap.fill(heading, width=max(30, int(15 * panel_inches * cols))), fontsize=10)
+    fig.suptitle(textwrap.fill(heading, width=max(30, int(11 * panel_inches * cols))), fontsize=10)
     if path is not None:
         fig.savefig(path, dpi=dpi)
     return fig

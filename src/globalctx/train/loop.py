@@ -386,8 +386,8 @@ def _fit(cfg: TrainConfig, info: DistInfo, device: torch.device, resume, log) ->
         train_time = float(state["train_time_s"])
         if info.is_main:
             log(f"resuming {out} at epoch {epoch + 1}/{cfg.epochs}, step {start_step}/{steps}")
-    elif info.is_main:
-        ckpt.write_config(out, config)
+    if info.is_main:
+        ckpt.write_config(out, config)  # on resume: same model and data, possibly new epochs/lr
 
     raw_model = model
     if cfg.compile:

@@ -283,6 +283,11 @@ def test_capture_options_and_errors():
         capture(nn.Sequential(nn.Conv2d(3, 3, 1)))
     with pytest.raises(ValueError, match="only string form"):
         resolve_queries("grid", (4, 4))
+    with pytest.raises(ValueError, match="only string form"):
+        capture(net, queries="grid")  # rejected before any hook is installed
+    with pytest.raises(ValueError, match="int >= 1"):
+        capture(net, queries=0)
+    assert sum(len(m._forward_hooks) for m in net.modules()) == 0
     with pytest.raises(ValueError, match="flat indices"):
         resolve_queries([16], (4, 4))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):

@@ -50,7 +50,7 @@ def find_blocks(model: nn.Module) -> dict[str, nn.Module]:
 
     Example::
 
-        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), globalctx.create_block("gc", 8))
+        >>> net = nn.Sequential(nn.Conv2d(3, 64, 3), globalctx.create_block("gc", 64))
         >>> list(find_blocks(net))
         ['1']
     """
@@ -145,6 +145,19 @@ def flat_to_coords(flat: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     return torch.stack(coords[::-1], dim=-1)  # [Q, d]
 
 
+def _check_query_spec(queries) -> None:
+    """Reject a malformed query specification before any hook is installed."""
+    if isinstance(queries, bool) or (isinstance(queries, int) and queries < 1):
+        raise ValueError(f"queries must be an int >= 1, 'all', coordinates or indices, got {queries!r}")
+    if isinstance(queries, str) and queries != "all":
+        raise ValueError(f"queries: the only string form is 'all', got {queries!r}")
+    if not isinstance(queries, (int, str)):
+        try:
+            torch.as_tensor(queries)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise ValueError(f"queries: cannot read {queries!r} as coordinates or indices ({e})") from None
+
+
 @dataclass
 class _BlockRecord:
     kind: str
@@ -179,6 +192,7 @@ class Recording:
     """
 
     def __init__(self, model, blocks, *, queries, seed, record_io, to_cpu):
+        _check_query_spec(queries)
         self._model = model
         self._modules = blocks
         self._queries = queries

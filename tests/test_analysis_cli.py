@@ -114,4 +114,7 @@ def test_compare_section(trained_run, tmp_path):
     assert "### Analysis: nl" in md and "![statistics of all variants](analysis_stats.png)" in md
     assert (tmp_path / "analysis_stats.png").is_file()
     assert (tmp_path / "analysis_nl_attention_layer3.1.attn_add.png").is_file()
+    assert md.count("**GCNet's reading.**") == 1 and md.count("Query-independence statistics (GCNet") == 1
+    one = compare_section(SimpleNamespace(out_dir=tmp_path / "one", run_dirs={"nl": trained_run}), max_figures=1)
+    assert "attention_layer3.1.attn_add.png" in one[1] and "attention_layer2.1" not in one[1]  # deepest only
     assert compare_section(SimpleNamespace(out_dir=tmp_path, run_dirs={}, base=None)) is None

@@ -31,6 +31,18 @@ FAR_MORE_ALIKE = 0.5
 # normalised row entropy above which maps count as nearly uniform (caveat in the reading)
 UNIFORM_ENTROPY = 0.98
 
+DEFINITIONS = (
+    "Query-independence statistics (GCNet Table 1) over {nimg} images: mean over all ordered "
+    "pairs of positions (self-pairs included) of the cosine distance (1 - cos)/2 of block "
+    "inputs x_i, block outputs before fusion z_i - x_i and attention maps of query i, and "
+    "the Jensen-Shannon divergence (nats) of the attention maps; mean (std over images). "
+    "Not in GCNet's table: H(att) / ln L_k, the mean entropy of the attention rows relative to a "
+    "uniform map (1 = uniform), and cos(att - mean), the cosine statistic of the rows minus their "
+    "mean (do the maps' deviations from flat point to the same positions?). "
+    "Attention statistics are exact when queries = positions, otherwise estimated from a seeded "
+    "sample of {max_queries} query positions per batch (seed {seed})."
+)
+
 GCNET_READING = (
     "GCNet (Cao et al., 2019, §2.2, Table 1) found for NL blocks trained on COCO that the "
     "attention maps of different query positions are almost the same: their cosine distance "
@@ -117,8 +129,18 @@ def analyse(
     std: Sequence[float] | None = None,
     heading_level: int = 2,
     device=None,
+    definitions: bool = True,
+    gcnet_text: bool = True,
+    stats_figure: bool = True,
+    max_figures: int | None = None,
 ) -> tuple[str, QueryIndependence | None]:
-    """:func:`report_section` on a model, also returning the statistics (``None`` without blocks)."""
+    """:func:`report_section` on a model, also returning the statistics (``None`` without blocks).
+
+    ``definitions`` / ``gcnet_text`` / ``stats_figure``: include the paragraph defining the
+    statistics, GCNet's reading and the per-model bar chart (a report comparing several models
+    states them once). ``max_figures``: attention figures for at most this many blocks, the
+    deepest ones (default all).
+    """
     h = "#" * max(1, int(heading_level))
     if not find_blocks(model):
         return f"{h} Analysis: {title}\n\nNo NL/DNL/GC/SNL attention blocks in this model: nothing to analyse.\n", None
@@ -133,25 +155,12 @@ def analyse(
         device=device,
     )
     nimg = max(b.images for b in stats)
-    parts = [
-        "",
-        f"{h} Analysis: {title}",
-        "",
-        f"Query-independence statistics (GCNet Table 1) over {nimg} images: mean over all ordered "
-        "pairs of positions (self-pairs included) of the cosine distance (1 - cos)/2 of block "
-        "inputs x_i, block outputs before fusion z_i - x_i and attention maps of query i, and "
-        "the Jensen-Shannon divergence (nats) of the attention maps; mean (std over images). "
-        "Not in GCNet's table: H(att) / ln L_k, the mean entropy of the attention rows relative to a "
-        "uniform map (1 = uniform), and cos(att - mean), the cosine statistic of the rows minus their "
-        "mean (do the maps' deviations from flat point to the same positions?). "
-        f"Attention statistics are exact when queries = positions, otherwise estimated from a seeded "
-        f"sample of {max_queries} query positions per batch (seed {seed}).",
-        "",
-        stats.to_markdown(),
-        "",
-        f"**GCNet's reading.** {GCNET_READING}",
-        "",
-    ]
+    parts = ["", f"{h} Analysis: {title}", ""]
+    if definitions:
+        parts += [DEFINITIONS.format(nimg=nimg, max_queries=max_queries, seed=seed), ""]
+    parts += [stats.to_markdown(), ""]
+    if gcnet_text:
+        parts += [f"**GCNet's reading.** {GCNET_READING}", ""]
     reading = gcnet_reading(stats)
     if reading:
         parts += ["**Here.** " + " ".join(reading), ""]
@@ -174,12 +183,14 @@ def analyse(
                 model(first.to(device))
         finally:
             model.train(was_training)
-        stats_png = f"{prefix}stats.png"
-        plot_statistics(stats, out / stats_png, title=f"Query-independence statistics: {title}")
-        parts += [f"![statistics per block]({stats_png})", ""]
-        for block in rec.blocks:
-            if len(rec.spatial_shape(block)) != 2:
-                continue
+        if stats_figure:
+            stats_png = f"{prefix}stats.png"
+            plot_statistics(stats, out / stats_png, title=f"Query-independence statistics: {title}")
+            parts += [f"![statistics per block]({stats_png})", ""]
+        drawable = [b for b in rec.blocks if len(rec.spatial_shape(b)) == 2]
+        if max_figures is not None:
+            drawable = drawable[len(drawable) - max_figures :] if max_figures > 0 else []
+        for block in drawable:
             png = f"{prefix}attention_{_slug(block)}.png"
             plot_attention(first, rec, block, out / png, max_images=images, mean=mean, std=std)
             parts += [f"![attention maps of {block}]({png})", ""]
@@ -300,13 +311,17 @@ def eval_batches(
     return _EvalBatches(val, mean, std, batch_size), spec, len(val)
 
 
-def compare_section(ctx, *, images: int = 256, batch_size: int = 64, seed: int = 0) -> tuple[str, str] | None:
+def compare_section(
+    ctx, *, images: int = 256, batch_size: int = 64, seed: int = 0, max_figures: int | None = 2
+) -> tuple[str, str] | None:
     """The analysis section of a ``globalctx compare`` report, for ``register_report_section``.
 
     For every variant whose model has NL/DNL/GC/SNL blocks (``ctx.run_dirs``), loads its best
-    checkpoint, evaluates ``images`` validation images of the compare data, writes
-    ``analysis_<variant>_*.png`` and one combined ``analysis_stats.png`` into ``ctx.out_dir``, and
-    returns ``(title, markdown)``; ``None`` when no variant has such blocks.
+    checkpoint, evaluates ``images`` validation images of the compare data, writes attention
+    figures of its ``max_figures`` deepest blocks (``analysis_<variant>_attention_<block>.png``)
+    and one combined ``analysis_stats.png`` into ``ctx.out_dir``, and returns
+    ``(title, markdown)``: the definitions and GCNet's reading once, then per variant its table,
+    its reading against GCNet's, and its figures. ``None`` when no variant has such blocks.
     """
     from .plots import plot_statistics
 
@@ -335,6 +350,10 @@ def compare_section(ctx, *, images: int = 256, batch_size: int = 64, seed: int =
             max_batches=None,
             seed=seed,
             heading_level=3,
+            definitions=False,
+            gcnet_text=False,
+            stats_figure=False,
+            max_figures=max_figures,
         )
         parts.append(md)
         all_stats[variant] = stats
@@ -343,6 +362,7 @@ def compare_section(ctx, *, images: int = 256, batch_size: int = 64, seed: int =
     plot_statistics(all_stats, out / "analysis_stats.png", title="Query-independence statistics per variant")
     intro = (
         f"What the attention blocks learned, on {n} validation images of `{spec}` (class-balanced, seed "
-        f"{seed}); see docs/analysis.md for the definitions.\n\n![statistics of all variants](analysis_stats.png)\n"
+        f"{seed}). " + DEFINITIONS.format(nimg=n, max_queries=256, seed=seed) + " Details: docs/analysis.md."
+        f"\n\n**GCNet's reading.** {GCNET_READING}\n\n![statistics of all variants](analysis_stats.png)\n"
     )
     return "Analysis: query independence (GCNet Table 1)", intro + "\n".join(parts)

@@ -53,17 +53,32 @@ def plot_curves(histories: dict[str, list[dict]], out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for v, hist in histories.items():
+    vals = {v: [(h["epoch"], 100 * h["val_acc"]) for h in hist if "val_acc" in h] for v, hist in histories.items()}
+    final_only = all(len(p) <= 1 for p in vals.values())  # evaluated once: a bar per variant
+    for i, (v, hist) in enumerate(histories.items()):
         ep = [h["epoch"] for h in hist]
         axes[0].plot(ep, [h["train_loss"] for h in hist], marker="o", label=v)
         axes[1].plot(ep, [100 * h["train_acc"] for h in hist], marker="o", label=v)
-        val = [(h["epoch"], 100 * h["val_acc"]) for h in hist if "val_acc" in h]
-        if val:
-            axes[2].plot(*zip(*val), marker="o", label=v)
-    for ax, title in zip(axes, ("train loss", "train accuracy %", "test accuracy %")):
+        if vals[v] and final_only:
+            axes[2].bar(i, vals[v][0][1], color=f"C{i}")
+            axes[2].text(i, vals[v][0][1], f"{vals[v][0][1]:.1f}", ha="center", va="bottom", fontsize=8)
+        elif vals[v]:
+            axes[2].plot(*zip(*vals[v]), marker="o", label=v)
+    titles = (
+        "train loss",
+        "train accuracy %",
+        "test accuracy % (after the last epoch)" if final_only else "test accuracy %",
+    )
+    for ax, title in zip(axes, titles):
         ax.set_title(title)
-        ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
+    for ax in axes[:2] if final_only else axes:
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if final_only:
+        axes[2].set_xticks(range(len(histories)), list(histories))
+        lo = min((p[0][1] for p in vals.values() if p), default=0)
+        axes[2].set_ylim(max(0, lo - 5), None)
     axes[0].legend()
     fig.tight_layout()
     path = Path(out_dir) / "curves.png"

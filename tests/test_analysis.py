@@ -21,6 +21,7 @@ from globalctx.analysis import (
     query_independence,
     resolve_queries,
 )
+from globalctx.analysis.plots import upsample_map
 
 LN2 = math.log(2.0)
 
@@ -426,3 +427,23 @@ def test_real_nonlocal_blocks(name, options):
     assert math.isnan(b.mean["att_jsd"]) == signed  # a signed row has no JSD
     if not signed:
         assert 0 < b.mean["att_jsd"] < LN2
+
+
+@pytest.mark.parametrize("spatial", [(12,), (2, 4, 4)])
+def test_one_and_three_spatial_dims(spatial):
+    if "nl" not in globalctx.list_blocks():
+        pytest.skip("block 'nl' is not registered in this build")
+    blk = globalctx.create_block("nl", 8, zero_init_last=False)
+    for p in blk.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    net = nn.Sequential(blk).eval()
+    x = torch.randn(2, 8, *spatial)
+    with capture(net, queries=grid_queries(2, ndim=len(spatial))) as rec:
+        net(x)
+    L = math.prod(spatial)
+    assert rec.attention("0").shape == (2, 2 ** len(spatial), L)
+    assert rec.query_coords("0").shape == (2 ** len(spatial), len(spatial))
+    b = query_independence(net, [x])["0"]
+    assert b.spatial_shape == spatial and b.positions == L and 0 < b.mean["att_cos"] < 1
+    with pytest.raises(ValueError, match="2-D"):
+        upsample_map(rec.attention("0")[:, 0], rec.key_shape("0"), (8, 8))

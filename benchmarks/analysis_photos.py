@@ -12,7 +12,8 @@ blocks (seeded; say so when you show the figure).
 Usage::
 
     python benchmarks/analysis_photos.py --run runs/nl --out benchmarks/results/analysis
-    python benchmarks/analysis_photos.py --model resnet18_small --attn nl --base-width 16 --embed-gain 4 --out photos_random
+    python benchmarks/analysis_photos.py --model resnet18_small --attn nl --base-width 16 \\
+        --embed-gain 4 --out photos_random
 """
 
 from __future__ import annotations

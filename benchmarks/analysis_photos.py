@@ -13,7 +13,7 @@ Usage::
 
     python benchmarks/analysis_photos.py --run runs/nl --out benchmarks/results/analysis
     python benchmarks/analysis_photos.py --model resnet18_small --attn nl --base-width 16 \\
-        --embed-gain 4 --out photos_random
+        --embed-gain 1 --out photos_random
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ def test_compare_reduced_main_job(fmnist, tmp_path, capsys, monkeypatch):
         seen.append(sorted(ctx.run_dirs))
         return ("Extra statistics", "hook section body")
 
-    monkeypatch.setattr(C, "_EXTRA_SECTIONS", [extra, lambda ctx: None])
+    # the registered sections (the attention analysis) stay, plus a test hook and one that adds nothing
+    monkeypatch.setattr(C, "_EXTRA_SECTIONS", [*C._EXTRA_SECTIONS, extra, lambda ctx: None])
     out = tmp_path / "cmp"
     argv = [
         "compare",
@@ -59,6 +60,9 @@ def test_compare_reduced_main_job(fmnist, tmp_path, capsys, monkeypatch):
     assert "## Results" in report and "## Extra statistics\n\nhook section body" in report
     assert "94.9%" in report and "256 images" in report and "200 images" in report
     assert seen == [["gc", "none"]]
+    # the main job's report carries the GCNet query-independence analysis of its GC variant
+    assert "## Analysis: query independence (GCNet Table 1)" in report and "this section failed" not in report
+    assert (out / "analysis_stats.png").is_file()
 
 
 def test_compare_sections_survive_a_failing_hook(tmp_path, monkeypatch):

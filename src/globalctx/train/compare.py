@@ -310,3 +310,11 @@ def write_report(ctx: CompareContext) -> Path:
     path = ctx.out_dir / "report.md"
     path.write_text("\n".join(body))
     return path
+
+
+@register_report_section
+def _attention_analysis(ctx: CompareContext) -> tuple[str, str] | None:
+    """GCNet's query-independence statistics and attention figures of the NL/DNL/GC/SNL variants."""
+    from ..analysis import compare_section
+
+    return compare_section(ctx)

@@ -1,9 +1,9 @@
 """Whole-network cost of each block at its paper placement: ResNet-50, CPU, batch 8, 224x224.
 
-For every variant: parameters, MACs (``torch.utils.flop_counter``: conv/mm/bmm only, MACs =
-FLOPs / 2, at batch 1), forward latency (eval, ``no_grad``, fp32) and minor page faults per
-forward. Runs are interleaved (round-robin over the models, ``--rounds`` rounds of ``--reps``
-timed calls each); the overhead of a variant is the median over rounds of
+For every variant: parameters, MACs (``torch.utils.flop_counter``: conv/mm/bmm only; the CPU
+SDPA kernel of NL/DNL is not counted; MACs = FLOPs / 2, at batch 1), forward latency (eval,
+``no_grad``, fp32) and minor page faults per forward. Runs are interleaved (round-robin over
+the models, ``--rounds`` rounds of ``--reps`` timed calls each); the overhead of a variant is the median over rounds of
 ``latency(variant) / latency(baseline of the same round) - 1``.
 
 glibc's malloc mmaps every allocation above its threshold fresh on each call and page-faults

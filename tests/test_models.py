@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import globalctx
-from globalctx.models import Placement, init_blocks
+from globalctx.models import Placement, ResNet3d, init_blocks
 
 
 def n_params(m: nn.Module) -> int:
@@ -93,6 +93,8 @@ def test_every_model_forward_backward_small(name):
     small = name.endswith("_small")
     m = globalctx.create_model(name, num_classes=5, base_width=16 if ("resnext" in name or small) else 4)
     x = torch.randn(2, 3, 16 if small else 32, 16 if small else 32)
+    if isinstance(m, ResNet3d):  # video models take clips [N, 3, T, H, W]
+        x = torch.randn(2, 3, 4, 32, 32)
     y = m(x)
     assert y.shape == (2, 5) and torch.isfinite(y).all()
     y.square().sum().backward()

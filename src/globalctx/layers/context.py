@@ -69,19 +69,23 @@ class AttnPool(nn.Module):
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """The pooling weights ``softmax_j(W_k x_j)`` as ``[N, L]`` (sum to 1 over ``L``)."""
-        x = x.flatten(2)  # [N, C, L]
+        return self._attention_map(x.flatten(2)).squeeze(1)  # [N, L]
+
+    def _attention_map(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [N, C, L] -> [N, 1, L]
         w = self.conv_mask.weight.unsqueeze(0).expand(x.shape[0], 1, x.shape[1])  # [N, 1, C], no copy
         # batched GEMV; a broadcast matmul [1, C] @ [N, C, L] is ~8x slower on CPU
         logits = torch.bmm(w, x) + self.conv_mask.bias.view(1, 1, 1)  # [N, 1, L]
         if logits.dtype == torch.float16 or logits.dtype == torch.bfloat16:
             logits = logits.float()  # softmax statistics in fp32: no overflow in low precision
-        attn = self.softmax(logits).to(x.dtype)  # [N, 1, L]
-        return attn.squeeze(1)  # [N, L]
+        return self.softmax(logits).to(x.dtype)  # [N, 1, L]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(2)  # [N, C, L]
-        attn = self.attention(x)  # [N, L]
-        return torch.bmm(x, attn.unsqueeze(-1)).squeeze(-1)  # [N, C, L] @ [N, L, 1] -> [N, C]
+        attn = self._attention_map(x)  # [N, 1, L]
+        # as a row vector times x^T (a transposed view, no copy): on CPU this GEMV is 1.5-2x faster
+        # than x @ attn^T, and ~5x faster than x @ attn^T with a contiguous [N, L, 1] operand
+        return torch.bmm(attn, x.transpose(1, 2)).squeeze(1)  # [N, 1, L] @ [N, L, C] -> [N, C]
 
     def extra_repr(self) -> str:
         return f"{self.channels}"

@@ -87,5 +87,5 @@ def test_resolve_variants():
 
 def test_default_config_is_the_documented_one():
     cfg = C.default_config()
-    assert (cfg.model, cfg.model_kwargs, cfg.subset, cfg.epochs) == ("resnet18_small", {"base_width": 16}, 1500, 3)
+    assert (cfg.model, cfg.model_kwargs, cfg.subset, cfg.epochs) == ("resnet18_small", {"base_width": 16}, 5000, 4)
     assert C.default_config(True).subset is None and C.default_config(epochs=1).epochs == 1

@@ -3,8 +3,8 @@ registered) under identical settings and seeds; write ``runs/compare-<time>/repo
 ``results.csv`` and ``curves.png``, and print the table.
 
 The default (no flags) is sized to finish in about 10 minutes on a 2-core CPU for six variants:
-resnet18_small at base_width 16, a fixed class-balanced 1,500-image subset of Fashion-MNIST,
-3 epochs (batch 32, SGD, cosine), evaluated once at the end on a fixed class-balanced 2,000-image
+resnet18_small at base_width 16, a fixed class-balanced 5,000-image subset of Fashion-MNIST,
+4 epochs (batch 64, SGD, cosine), evaluated once at the end on a fixed class-balanced 2,000-image
 subset of the test set. ``--full`` runs
 the real schedule (width 64, all 60,000 training and 10,000 test images, 30 epochs). Any training
 flag overrides the default.

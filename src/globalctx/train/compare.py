@@ -46,16 +46,16 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "model": "resnet18_small",
     "model_kwargs": {"base_width": 16},  # narrower widths leave se with < 1 reduced channel in stage 1
     "data": "fashion-mnist",
-    "subset": 1500,  # class-balanced, fixed by the seed
+    "subset": 5000,  # class-balanced, fixed by the seed
     "val_subset": 2000,  # class-balanced subset of the 10,000-image test set, fixed by the seed
-    "epochs": 3,
-    "batch_size": 32,
+    "epochs": 4,
+    "batch_size": 64,
     "opt": "sgd",
-    "lr": 0.05,
+    "lr": 0.1,
     "weight_decay": 5e-4,
     "sched": "cosine",
     "warmup_epochs": 0.3,
-    "eval_every": 3,  # evaluate once, after the last epoch
+    "eval_every": 4,  # evaluate once, after the last epoch
     "seed": 0,
 }
 # --full: the real schedule on all 60,000 training images (hours on a CPU; minutes on a GPU)

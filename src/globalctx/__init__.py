@@ -9,21 +9,23 @@ Squeeze-and-Excitation and its channel-attention family, behind one API::
 """
 
 from . import analysis, convert, layers
+from .bench import profile
 from .layers import create_block, list_blocks, register_block
 from .models import Placement, create_model, list_models, plug
-from .bench import profile as profile
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Placement",
     "__version__",
+    "analysis",
     "convert",
     "create_block",
+    "create_model",
     "layers",
     "list_blocks",
-    "register_block",
-    "Placement",
-    "create_model",
     "list_models",
     "plug",
+    "profile",
+    "register_block",
 ]

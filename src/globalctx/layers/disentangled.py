@@ -4,7 +4,7 @@ Shape legend: ``N`` batch, ``C`` channels, ``C_r`` query/key width (``d``), ``C_
 (``C``, or ``C_r`` with an output projection), ``*S`` 1..3 spatial dims, ``L = prod(S)``,
 ``L_k`` key positions (``L`` or ``L`` after sub-sampling), ``Q`` selected query positions.
 
-Which official code is followed (the two official repositories disagree; research/peers.md §2.6):
+Which official code is followed (the two official repositories disagree):
 
 - Structure, defaults and parameter count follow the detection code (Howal/DNL-Object-Detection,
   ``mmdet/ops/nl_gc_block.py``, config ``mask_rcnn_r50_r4_nlgcb_c4c5``): ``ratio=1/4``, whitening

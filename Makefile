@@ -41,8 +41,10 @@ test: $(STAMP) fashion-mnist
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
+# the figures quoted in the README (a few minutes; run on an idle machine)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/gc_bench.py
+	$(BIN)/python benchmarks/cost_table.py --threads 2
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

@@ -7,15 +7,6 @@ import pytest
 
 from globalctx.cli import main
 from globalctx.train import compare as C
-from globalctx.train.data import DataError, find_fashion_mnist
-
-
-@pytest.fixture(scope="module")
-def fmnist():
-    try:
-        return find_fashion_mnist()
-    except DataError as e:
-        pytest.skip(f"Fashion-MNIST is not installed (make test installs dataset-fashion-mnist where apt works): {e}")
 
 
 def test_compare_reduced_main_job(fmnist, tmp_path, capsys, monkeypatch):

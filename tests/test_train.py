@@ -12,7 +12,6 @@ import globalctx
 from globalctx.cli import main
 from globalctx.train import checkpoint as ckpt
 from globalctx.train.config import TrainConfig
-from globalctx.train.data import DataError, find_fashion_mnist
 from globalctx.train.loop import TrainError, fit, get_lr, no_weight_decay_names, param_groups
 
 SMALL = dict(
@@ -28,14 +27,6 @@ SMALL = dict(
     progress=False,
     threads=1,  # on a busy shared machine one thread is many times faster than two
 )  # 4 steps per epoch
-
-
-@pytest.fixture(scope="module")
-def fmnist():
-    try:
-        return find_fashion_mnist()
-    except DataError as e:
-        pytest.skip(f"Fashion-MNIST is not installed (make test installs dataset-fashion-mnist where apt works): {e}")
 
 
 def quiet(_):

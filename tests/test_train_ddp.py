@@ -19,7 +19,6 @@ from torch import nn
 import globalctx
 from globalctx.cli import main
 from globalctx.train import checkpoint as ckpt
-from globalctx.train.data import DataError, find_fashion_mnist
 
 HERE = Path(__file__).resolve().parent
 
@@ -46,14 +45,6 @@ class _Tiny(nn.Module):
 
 def tiny_net(num_classes=10, in_chans=1, attn=None, crash_rank=-1, crash_step=-1):
     return _Tiny(num_classes, in_chans, attn, crash_rank, crash_step)
-
-
-@pytest.fixture(scope="module")
-def fmnist():
-    try:
-        return find_fashion_mnist()
-    except DataError as e:
-        pytest.skip(f"Fashion-MNIST is not installed (make test installs dataset-fashion-mnist where apt works): {e}")
 
 
 _ARGS = [

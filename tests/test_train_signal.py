@@ -7,12 +7,10 @@ import signal
 import subprocess
 import sys
 
-import pytest
 import torch
 
 from globalctx.cli import main
 from globalctx.train import checkpoint as ckpt
-from globalctx.train.data import DataError, find_fashion_mnist
 
 ARGS = [
     "train",
@@ -35,14 +33,6 @@ ARGS = [
     "--no-tensorboard",
     "--no-progress",
 ]  # 8 steps per epoch
-
-
-@pytest.fixture(scope="module")
-def fmnist():
-    try:
-        return find_fashion_mnist()
-    except DataError as e:
-        pytest.skip(f"Fashion-MNIST is not installed (make test installs dataset-fashion-mnist where apt works): {e}")
 
 
 def test_sigterm_saves_and_resume_is_bit_identical(fmnist, tmp_path, capsys):

@@ -21,9 +21,6 @@ class AvgPool(nn.Module):
         - Output: ``[N, C]``
     """
 
-    def __init__(self, channels: int | None = None):
-        super().__init__()
-
     def reset_parameters(self) -> None:
         pass
 

@@ -13,6 +13,7 @@ from . import presets_channel  # noqa: E402,F401  isort: skip
 from .presets_channel import BilinearAttention, ChannelContextBlock, DCTPool, DIACell, DIAStage, EncModule  # noqa: E402,F401,E501  isort: skip
 from .nonlocal_ import NonLocal  # noqa: E402,F401  isort: skip
 from .disentangled import DisentangledNonLocal  # noqa: E402,F401  isort: skip
+from .channel_block import collect_no_weight_decay  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "AddFusion",
@@ -24,6 +25,7 @@ __all__ = [
     "ScaleAddFusion",
     "ScaleFusion",
     "StackedTransforms",
+    "collect_no_weight_decay",
     "create_block",
     "get_block",
     "list_blocks",

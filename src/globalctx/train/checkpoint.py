@@ -40,6 +40,8 @@ __all__ = [
     "read_config",
     "build_model",
     "load_model",
+    "names_model_code",
+    "refuse_model_code",
     "CONFIG_NAME",
 ]
 
@@ -184,9 +186,34 @@ def read_config(run_dir) -> dict:
     return cfg
 
 
+def names_model_code(model: dict) -> bool:
+    """Whether a model spec names an import path ``package.module:callable`` (code to import and
+    call) instead of a registered model name."""
+    return ":" in str(model.get("name", ""))
+
+
+def refuse_model_code(model: dict, source, *, flag: str = "--trust-model-code") -> None:
+    """Raise ``CheckpointError`` when ``model`` (read from the file ``source``) names code to run.
+
+    Files name registered models only: opening a file never imports or calls anything named inside
+    it. Loading such a file is a deliberate choice, made with ``flag`` on the command line or
+    ``trust_model_code=True`` in Python."""
+    if names_model_code(model):
+        raise CheckpointError(
+            f"{source} names its model as the import path {model['name']!r}; files are loaded with registered "
+            f"models only and nothing named inside a file is imported or called. If you trust this file and "
+            f"the code it names, load it deliberately with {flag} (Python: trust_model_code=True)"
+        )
+
+
 def build_model(model: dict) -> nn.Module:
-    """Build ``{"name": ..., "kwargs": {...}}``: a ``globalctx.create_model`` name, or an import
-    path ``package.module:callable`` called with the kwargs."""
+    """Build ``{"name": ..., "kwargs": {...}}``: a registered model name (``create_model``), or an
+    import path ``package.module:callable`` called with the kwargs.
+
+    The import path is for specs the user wrote (command line, Python). A spec read from a file is
+    checked with :func:`refuse_model_code` first (see :func:`load_model`)."""
+    from ..models import create_model
+
     name, kwargs = model["name"], dict(model.get("kwargs", {}))
     if ":" in name:
         mod_name, _, attr = name.partition(":")
@@ -195,12 +222,7 @@ def build_model(model: dict) -> nn.Module:
         except (ImportError, AttributeError) as e:
             raise ValueError(f"cannot import model {name!r}: {e}") from None
         return fn(**kwargs)
-    import globalctx
-
-    create = getattr(globalctx, "create_model", None)
-    if create is None:
-        raise ValueError("this build of globalctx has no models (globalctx.create_model is missing)")
-    return create(name, **kwargs)
+    return create_model(name, **kwargs)
 
 
 def _pick_weights(run_dir: Path) -> Path:
@@ -210,13 +232,19 @@ def _pick_weights(run_dir: Path) -> Path:
     raise CheckpointError(f"{run_dir} holds no best.safetensors or last.safetensors")
 
 
-def load_model(path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+def load_model(
+    path, *, device: str | torch.device = "cpu", trust_model_code: bool = False
+) -> tuple[nn.Module, dict]:
     """Rebuild a trained model from a run directory (its ``best``, else ``last`` weights) or from a
     ``.safetensors`` file (config from the sibling ``config.json``, else from the file's metadata).
 
     Returns ``(model, config)`` with the model in eval mode; ``config`` is the run's config dict
     (``config["model"]`` = name + kwargs, ``config["train"]`` = training config,
     ``config["data"]`` = classes and normalisation).
+
+    A file naming its model as an import path ``package.module:callable`` is refused with
+    ``CheckpointError`` unless ``trust_model_code=True``: loading a file never imports or calls
+    anything named inside it by default.
 
     Example::
 
@@ -235,9 +263,17 @@ def load_model(path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, 
             _, meta = read_weights(path)
             if "config" not in meta:
                 raise CheckpointError(f"{path} has no config.json beside it and no config in its metadata")
-            config = json.loads(meta["config"])
+            try:
+                config = json.loads(meta["config"])
+            except json.JSONDecodeError as e:
+                raise CheckpointError(f"{path}: the config in its metadata is not valid JSON ({e})") from None
     else:
         raise CheckpointError(f"{path} is neither a run directory nor a .safetensors file")
+    model_spec = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(model_spec, dict) or not isinstance(model_spec.get("name"), str):
+        raise CheckpointError(f"{path}: its config has no model name")
+    if not trust_model_code:
+        refuse_model_code(config["model"], path)
     try:
         model = build_model(config["model"])
     except (ValueError, TypeError) as e:

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers import collect_no_weight_decay
+from ..progress import Progress
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import BatchLoader, augment_for, build_datasets, default_workers
@@ -56,13 +59,7 @@ class TrainError(RuntimeError):
 def no_weight_decay_names(model: nn.Module) -> set[str]:
     """Parameter names excluded from weight decay: every 1-d parameter (norm weights, biases, GCT's
     alpha/gamma/beta, ...) plus the names each module lists in its ``no_weight_decay()``."""
-    names = {n for n, p in model.named_parameters() if p.ndim <= 1}
-    for mod_name, m in model.named_modules():
-        fn = getattr(m, "no_weight_decay", None)
-        if callable(fn):
-            for n in fn():
-                names.add(f"{mod_name}.{n}" if mod_name else n)
-    return names
+    return {n for n, p in model.named_parameters() if p.ndim <= 1} | collect_no_weight_decay(model)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -269,8 +266,56 @@ def _setup_numerics(cfg: TrainConfig) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def fit(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, log: Callable[[str], None] | None = None) -> dict:
+@dataclass
+class RunState:
+    """Where a run stands; everything in it is saved to ``last.state.pt`` and restored on resume.
+
+    ``(epoch, step)`` is the next step to run; ``totals`` (float64 ``[3]``: loss sum, correct,
+    seen) are this rank's sums over the current epoch so far.
+    """
+
+    epoch: int = 0
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+    best_acc: float = -1.0
+    totals: torch.Tensor = field(default_factory=lambda: torch.zeros(3, dtype=torch.float64))
+    train_time_s: float = 0.0
+
+
+@dataclass
+class _Job:
+    """What a run is made of once built: data, model, optimisation, and where it writes."""
+
+    cfg: TrainConfig
+    info: DistInfo
+    device: torch.device
+    out: Path
+    train_loader: BatchLoader
+    val_loader: BatchLoader
+    raw_model: nn.Module  # the plain module (checkpoints, evaluation under DDP)
+    model: nn.Module  # what is trained: raw_model, compiled and/or wrapped in DDP
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    config: dict  # config.json
+    params: int
+
+    @property
+    def steps(self) -> int:
+        return len(self.train_loader)
+
+
+def fit(
+    cfg: TrainConfig,
+    *,
+    resume: str | os.PathLike | None = None,
+    log: Callable[[str], None] | None = None,
+    trust_model_code: bool = False,
+) -> dict:
     """Train ``cfg`` (or continue the run in ``resume``); returns a summary dict.
+
+    A resumed run whose ``config.json`` names its model as an import path
+    (``package.module:callable``) is refused unless ``trust_model_code=True``: continuing a run
+    never imports code named in its files by default.
 
     Summary keys: ``status`` (``completed`` | ``interrupted`` | ``stopped`` at ``max_steps``),
     ``signal``, ``run_dir``, ``epoch``, ``step``, ``global_step``, ``val_acc`` (last evaluation),
@@ -279,32 +324,76 @@ def fit(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, log: Calla
     info, device = init_distributed(cfg.device, cfg.dist_timeout)
     threads = torch.get_num_threads()
     try:
-        return _fit(cfg, info, device, resume, log or (lambda s: print(s, file=sys.stderr, flush=True)))
+        log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+        return _fit(cfg, info, device, resume, log, trust_model_code)
     finally:
         torch.set_num_threads(threads)  # cfg.threads applies to this run only
         cleanup()
 
 
-def _fit(cfg: TrainConfig, info: DistInfo, device: torch.device, resume, log) -> dict:
+def _fit(cfg: TrainConfig, info: DistInfo, device: torch.device, resume, log, trust_model_code: bool) -> dict:
     _setup_numerics(cfg)
     out = Path(resume) if resume is not None else Path(cfg.out)
-    state: dict[str, Any] | None = None
-    if resume is not None:
-        saved = ckpt.read_config(out)
-        old = saved.get("train", {})
-        changed = [k for k in _FIXED_ON_RESUME if k in old and _norm(old[k]) != _norm(getattr(cfg, k))]
-        if changed:
-            raise TrainError(
-                f"--resume {out}: {', '.join(f'{k}={getattr(cfg, k)!r} (run has {old[k]!r})' for k in changed)} "
-                "differ from the run being resumed; drop those flags or start a new --out"
-            )
-        state = ckpt.load_state(out / "last.state.pt")
+    saved = _read_resume(cfg, out, trust_model_code) if resume is not None else None
+    if saved is not None:
         cfg = cfg.replace(out=str(out))
     if info.is_main:
         _prepare_out(out, resume is not None)
     barrier()
+    job = _build(cfg, info, device, out)
+    rs = RunState() if saved is None else _restore(job, saved)
+    if saved is not None and info.is_main:
+        log(f"resuming {out} at epoch {rs.epoch + 1}/{cfg.epochs}, step {rs.step}/{job.steps}")
+    if info.is_main:
+        ckpt.write_config(out, job.config)  # on resume: same model and data, possibly new epochs/lr
+    _wrap(job)
+    writer = _open_writer(job, rs, log)
+    status, signum, last_eval = "completed", None, rs.history[-1] if rs.history else {}
+    with _Stopper() as stopper:
+        while rs.epoch < cfg.epochs:
+            stop = _StopCheck(job, rs, stopper)
+            step = _train_epoch(job, rs, stop)
+            if step < job.steps:  # interrupted inside the epoch
+                status = "interrupted" if stopper.signum is not None else "stopped"
+                _sync_buffers(job.raw_model)
+                rs.step = step
+                _save(job, rs, _gather_totals(job, rs.totals))
+                break
+            last_eval = _end_epoch(job, rs, last_eval)
+            if info.is_main:
+                _log_epoch(job, rs, writer, log)
+            if stop.hit and rs.epoch < cfg.epochs:
+                status = "interrupted" if stopper.signum is not None else "stopped"
+                break
+        signum = stopper.signum
+    barrier()
+    if writer is not None:
+        writer.close()
+    if status != "completed" and info.is_main:
+        why = f"signal {signal.Signals(signum).name}" if signum else f"max_steps={cfg.max_steps}"
+        log(f"stopped by {why} at epoch {rs.epoch + 1}, step {rs.step}; checkpoint saved, continue with --resume {out}")
+    return _summary(job, rs, status, signum, last_eval)
 
-    # data: every rank loads the (small) index; the loader hands each rank its slice
+
+# ----------------------------------------------------------------------------- restore / build / save
+def _read_resume(cfg: TrainConfig, out: Path, trust_model_code: bool) -> dict:
+    """The saved training state of the run in ``out``, after checking ``cfg`` may continue it."""
+    saved = ckpt.read_config(out)
+    if not trust_model_code:
+        ckpt.refuse_model_code(saved["model"], out / ckpt.CONFIG_NAME)
+    old = saved.get("train", {})
+    changed = [k for k in _FIXED_ON_RESUME if k in old and _norm(old[k]) != _norm(getattr(cfg, k))]
+    if changed:
+        raise TrainError(
+            f"--resume {out}: {', '.join(f'{k}={getattr(cfg, k)!r} (run has {old[k]!r})' for k in changed)} "
+            "differ from the run being resumed; drop those flags or start a new --out"
+        )
+    return ckpt.load_state(out / "last.state.pt")
+
+
+def _build(cfg: TrainConfig, info: DistInfo, device: torch.device, out: Path) -> _Job:
+    """Data (every rank loads the small index; the loader hands each rank its slice), the model
+    (same seed on every rank, so the same init), optimizer, scaler and the run's config.json."""
     train_ds, val_ds = build_datasets(
         cfg.data,
         data_dir=cfg.data_dir,
@@ -314,32 +403,13 @@ def _fit(cfg: TrainConfig, info: DistInfo, device: torch.device, resume, log) ->
         in_chans=cfg.in_chans or 3,
         image_size=cfg.image_size,
     )
-    in_chans = train_ds.image_shape[0]
-    num_classes = len(train_ds.classes)
     workers = cfg.workers if cfg.workers is not None else default_workers(info.world_size)
-    train_loader = BatchLoader(
-        train_ds,
-        augment_for(cfg.data, train_ds, train=True),
-        global_batch=cfg.batch_size,
-        train=True,
-        seed=cfg.seed,
-        rank=info.rank,
-        world_size=info.world_size,
-        num_workers=workers,
-    )
-    val_loader = BatchLoader(
-        val_ds,
-        augment_for(cfg.data, val_ds, train=False),
-        global_batch=min(cfg.batch_size * 2, 512) // info.world_size * info.world_size or info.world_size,
-        train=False,
-        rank=info.rank,
-        world_size=info.world_size,
-        num_workers=workers,
-    )
-    steps = len(train_loader)
-
-    # model: same seed on every rank -> same init (DDP also broadcasts it)
-    spec = model_spec(cfg, num_classes, in_chans)
+    shard = dict(rank=info.rank, world_size=info.world_size, num_workers=workers)
+    train_aug, val_aug = augment_for(cfg.data, train_ds, train=True), augment_for(cfg.data, val_ds, train=False)
+    train_loader = BatchLoader(train_ds, train_aug, global_batch=cfg.batch_size, train=True, seed=cfg.seed, **shard)
+    val_batch = min(cfg.batch_size * 2, 512) // info.world_size * info.world_size or info.world_size
+    val_loader = BatchLoader(val_ds, val_aug, global_batch=val_batch, train=False, **shard)
+    spec = model_spec(cfg, len(train_ds.classes), train_ds.image_shape[0])
     torch.manual_seed(cfg.seed)
     try:
         model = ckpt.build_model(spec)
@@ -349,8 +419,6 @@ def _fit(cfg: TrainConfig, info: DistInfo, device: torch.device, resume, log) ->
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     params = sum(p.numel() for p in model.parameters())
-    optimizer = build_optimizer(model, cfg)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
     config = {
         "format": ckpt.FORMAT,
         "model": spec,
@@ -364,173 +432,196 @@ def _fit(cfg: TrainConfig, info: DistInfo, device: torch.device, resume, log) ->
         },
         "params": params,
     }
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+    return _Job(
+        cfg=cfg,
+        info=info,
+        device=device,
+        out=out,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        raw_model=model,
+        model=model,
+        optimizer=build_optimizer(model, cfg),
+        scaler=scaler,
+        config=config,
+        params=params,
+    )
 
-    epoch, start_step, history, best = 0, 0, [], -1.0
-    totals = torch.zeros(3, dtype=torch.float64)
-    train_time = 0.0
-    if state is not None:
-        meta = ckpt.load_weights(model, out / "last.safetensors")
-        if meta.get("sha256") != state.get("weights_sha256"):
-            raise TrainError(f"{out}: last.safetensors and last.state.pt are from different steps; cannot resume")
-        try:
-            optimizer.load_state_dict(state["optimizer"])
-        except (ValueError, KeyError) as e:
-            raise TrainError(f"{out}: optimizer state does not fit this model ({e})") from None
-        scaler.load_state_dict(state["scaler"]) if state.get("scaler") else None
-        _set_rng_state(state["rng"], device)
-        epoch, start_step = int(state["epoch"]), int(state["step"])
-        history, best = list(state["history"]), float(state["best_acc"])
-        totals = state["epoch_totals"][info.rank].clone() if info.world_size == len(state["epoch_totals"]) else None
-        if totals is None:
-            raise TrainError(f"{out} was saved by {len(state['epoch_totals'])} processes; resume it with as many")
-        train_time = float(state["train_time_s"])
-        if info.is_main:
-            log(f"resuming {out} at epoch {epoch + 1}/{cfg.epochs}, step {start_step}/{steps}")
-    if info.is_main:
-        ckpt.write_config(out, config)  # on resume: same model and data, possibly new epochs/lr
 
-    raw_model = model
-    if cfg.compile:
-        model = torch.compile(model)
-    if info.enabled:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+def _restore(job: _Job, state: dict) -> RunState:
+    """Weights, optimizer, scaler and RNG from the run's last checkpoint; the run's position."""
+    out, info = job.out, job.info
+    meta = ckpt.load_weights(job.raw_model, out / "last.safetensors")
+    if meta.get("sha256") != state.get("weights_sha256"):
+        raise TrainError(f"{out}: last.safetensors and last.state.pt are from different steps; cannot resume")
+    try:
+        job.optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError) as e:
+        raise TrainError(f"{out}: optimizer state does not fit this model ({e})") from None
+    if state.get("scaler"):
+        job.scaler.load_state_dict(state["scaler"])
+    _set_rng_state(state["rng"], job.device)
+    if info.world_size != len(state["epoch_totals"]):
+        raise TrainError(f"{out} was saved by {len(state['epoch_totals'])} processes; resume it with as many")
+    return RunState(
+        epoch=int(state["epoch"]),
+        step=int(state["step"]),
+        history=list(state["history"]),
+        best_acc=float(state["best_acc"]),
+        totals=state["epoch_totals"][info.rank].clone(),
+        train_time_s=float(state["train_time_s"]),
+    )
 
-    writer = None
-    if info.is_main and cfg.tensorboard:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
 
-            writer = SummaryWriter(str(out / "tb"), purge_step=epoch * steps + start_step)
-        except ImportError:
-            log("tensorboard is not installed; no event files (pip install 'globalctx[train]')")
+def _wrap(job: _Job) -> None:
+    """torch.compile and DDP around the plain module (checkpoints keep using ``job.raw_model``)."""
+    if job.cfg.compile:
+        job.model = torch.compile(job.model)
+    if job.info.enabled:
+        ids = [job.device.index] if job.device.type == "cuda" else None
+        job.model = nn.parallel.DistributedDataParallel(job.model, device_ids=ids)
 
-    def save(tag_best: bool = False, *, epoch_: int, step_: int, totals_all: list[torch.Tensor]) -> None:
-        """Rank 0 writes last.* (and best.safetensors); other ranks only contribute their totals."""
-        if not info.is_main:
-            return
-        m = ckpt.save_weights(
-            out / "last.safetensors", raw_model, config=config, extra={"epoch": str(epoch_), "step": str(step_)}
+
+def _open_writer(job: _Job, rs: RunState, log):
+    if not (job.info.is_main and job.cfg.tensorboard):
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log("tensorboard is not installed; no event files (pip install 'globalctx[train]')")
+        return None
+    return SummaryWriter(str(job.out / "tb"), purge_step=rs.epoch * job.steps + rs.step)
+
+
+def _save(job: _Job, rs: RunState, totals_all: list[torch.Tensor], *, best: bool = False) -> None:
+    """Rank 0 writes last.* (and best.safetensors); other ranks only contributed their totals."""
+    if not job.info.is_main:
+        return
+    out, extra = job.out, {"epoch": str(rs.epoch), "step": str(rs.step)}
+    m = ckpt.save_weights(out / "last.safetensors", job.raw_model, config=job.config, extra=extra)
+    ckpt.save_state(
+        out / "last.state.pt",
+        {
+            "epoch": rs.epoch,
+            "step": rs.step,
+            "global_step": rs.epoch * job.steps + rs.step,
+            "optimizer": job.optimizer.state_dict(),
+            "scaler": job.scaler.state_dict() if job.scaler.is_enabled() else None,
+            "rng": _rng_state(job.device),
+            "history": rs.history,
+            "best_acc": rs.best_acc,
+            "epoch_totals": totals_all,
+            "train_time_s": rs.train_time_s,
+            "weights_sha256": m["sha256"],
+        },
+    )
+    if best:
+        ckpt.save_weights(out / "best.safetensors", job.raw_model, config=job.config, extra={"epoch": str(rs.epoch)})
+
+
+def _gather_totals(job: _Job, t: torch.Tensor) -> list[torch.Tensor]:
+    if not job.info.enabled:
+        return [t.clone()]
+    import torch.distributed as dist
+
+    parts = [torch.zeros_like(t, device=job.device) for _ in range(job.info.world_size)]
+    dist.all_gather(parts, t.to(job.device))
+    return [p.cpu() for p in parts]
+
+
+# ----------------------------------------------------------------------------- epochs
+class _StopCheck:
+    """``should_stop`` of one epoch: a signal on any rank, or ``max_steps`` reached; ``hit`` keeps
+    the last answer (a stop requested at the last step of an epoch ends the run after it)."""
+
+    def __init__(self, job: _Job, rs: RunState, stopper: _Stopper) -> None:
+        self.job, self.epoch, self.stopper, self.hit = job, rs.epoch, stopper, False
+
+    def __call__(self, next_step: int) -> bool:
+        max_steps = self.job.cfg.max_steps
+        hit_max = max_steps is not None and self.epoch * self.job.steps + next_step >= max_steps
+        self.hit = broadcast_flag(self.stopper.signum is not None, self.job.device) or hit_max
+        return self.hit
+
+
+def _train_epoch(job: _Job, rs: RunState, stop: _StopCheck) -> int:
+    """:func:`train_one_epoch` from ``rs``'s position with a progress bar; returns the next step."""
+    bar = _epoch_bar(job, rs)
+    t0 = time.perf_counter()
+    try:
+        step = train_one_epoch(
+            job.model,
+            job.train_loader,
+            job.optimizer,
+            cfg=job.cfg,
+            epoch=rs.epoch,
+            start_step=rs.step,
+            device=job.device,
+            scaler=job.scaler,
+            totals=rs.totals,
+            should_stop=stop,
+            progress=_bar_update(bar),
         )
-        ckpt.save_state(
-            out / "last.state.pt",
-            {
-                "epoch": epoch_,
-                "step": step_,
-                "global_step": epoch_ * steps + step_,
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                "rng": _rng_state(device),
-                "history": history,
-                "best_acc": best,
-                "epoch_totals": totals_all,
-                "train_time_s": train_time,
-                "weights_sha256": m["sha256"],
-            },
-        )
-        if tag_best:
-            ckpt.save_weights(out / "best.safetensors", raw_model, config=config, extra={"epoch": str(epoch_)})
+    finally:
+        rs.train_time_s += time.perf_counter() - t0
+        bar.close()
+    return step
 
-    def gather_totals(t: torch.Tensor) -> list[torch.Tensor]:
-        if not info.enabled:
-            return [t.clone()]
-        import torch.distributed as dist
 
-        parts = [torch.zeros_like(t, device=device) for _ in range(info.world_size)]
-        dist.all_gather(parts, t.to(device))
-        return [p.cpu() for p in parts]
+def _end_epoch(job: _Job, rs: RunState, last_eval: dict) -> dict:
+    """Metrics over all ranks, evaluation when due, checkpoint; ``rs`` moves to the next epoch."""
+    cfg, steps, info = job.cfg, job.steps, job.info
+    _sync_buffers(job.raw_model)
+    tot = all_reduce_sum(rs.totals.to(job.device)).cpu()
+    row = {
+        "epoch": rs.epoch + 1,
+        "lr": get_lr(cfg, (rs.epoch + 1) * steps - 1, steps),
+        "train_loss": tot[0].item() / max(tot[2].item(), 1),
+        "train_acc": tot[1].item() / max(tot[2].item(), 1),
+    }
+    if (rs.epoch + 1) % cfg.eval_every == 0 or rs.epoch + 1 == cfg.epochs:
+        te = time.perf_counter()
+        last_eval = evaluate(job.raw_model if info.enabled else job.model, job.val_loader, job.device, cfg=cfg)
+        row.update(last_eval, eval_time_s=time.perf_counter() - te)
+    row["train_time_s"] = rs.train_time_s
+    rs.history.append(row)
+    is_best = "val_acc" in row and row["val_acc"] > rs.best_acc
+    rs.best_acc = max(rs.best_acc, row.get("val_acc", rs.best_acc))
+    rs.epoch, rs.step = rs.epoch + 1, 0
+    rs.totals = torch.zeros(3, dtype=torch.float64)
+    _save(job, rs, [rs.totals.clone() for _ in range(info.world_size)], best=is_best)
+    return last_eval
 
-    bar = _Progress(cfg, info, epoch)
-    status, signum = "completed", None
-    pos = (epoch, start_step)  # (epoch, step) of the next step to run
-    last_eval: dict = history[-1] if history else {}
-    with _Stopper() as stopper:
-        stop_hit = [False]
 
-        def should_stop(next_step: int) -> bool:
-            global_next = epoch * steps + next_step
-            hit_max = cfg.max_steps is not None and global_next >= cfg.max_steps
-            stop_hit[0] = broadcast_flag(stopper.signum is not None, device) or hit_max
-            return stop_hit[0]
-
-        while epoch < cfg.epochs:
-            bar.start(epoch, steps, start_step)
-            t0 = time.perf_counter()
-            step = train_one_epoch(
-                model,
-                train_loader,
-                optimizer,
-                cfg=cfg,
-                epoch=epoch,
-                start_step=start_step,
-                device=device,
-                scaler=scaler,
-                totals=totals,
-                should_stop=should_stop,
-                progress=bar.update,
-            )
-            train_time += time.perf_counter() - t0
-            bar.close()
-            if step < steps:  # interrupted inside the epoch
-                status = "interrupted" if stopper.signum is not None else "stopped"
-                _sync_buffers(raw_model)
-                save(epoch_=epoch, step_=step, totals_all=gather_totals(totals))
-                pos = (epoch, step)
-                break
-            # end of epoch: metrics over all ranks, evaluation, checkpoint
-            _sync_buffers(raw_model)
-            tot = all_reduce_sum(totals.to(device)).cpu()
-            row = {
-                "epoch": epoch + 1,
-                "lr": get_lr(cfg, (epoch + 1) * steps - 1, steps),
-                "train_loss": tot[0].item() / max(tot[2].item(), 1),
-                "train_acc": tot[1].item() / max(tot[2].item(), 1),
-            }
-            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-                te = time.perf_counter()
-                last_eval = evaluate(raw_model if info.enabled else model, val_loader, device, cfg=cfg)
-                row.update(last_eval, eval_time_s=time.perf_counter() - te)
-            row["train_time_s"] = train_time
-            history.append(row)
-            is_best = "val_acc" in row and row["val_acc"] > best
-            best = max(best, row.get("val_acc", best))
-            epoch, start_step = epoch + 1, 0
-            totals = torch.zeros(3, dtype=torch.float64)
-            save(is_best, epoch_=epoch, step_=0, totals_all=[totals.clone() for _ in range(info.world_size)])
-            pos = (epoch, 0)
-            if info.is_main:
-                _write_csv(out / "log.csv", history)
-                if writer is not None:
-                    for k, v in row.items():
-                        if k != "epoch":
-                            writer.add_scalar(k, v, epoch * steps)
-                    writer.flush()
-                log(_epoch_line(row, cfg.epochs))
-            if stop_hit[0] and epoch < cfg.epochs:
-                status = "interrupted" if stopper.signum is not None else "stopped"
-                break
-        signum = stopper.signum
-    barrier()
+def _log_epoch(job: _Job, rs: RunState, writer, log) -> None:
+    row = rs.history[-1]
+    _write_csv(job.out / "log.csv", rs.history)
     if writer is not None:
-        writer.close()
-    if status != "completed" and info.is_main:
-        why = f"signal {signal.Signals(signum).name}" if signum else f"max_steps={cfg.max_steps}"
-        log(f"stopped by {why} at epoch {pos[0] + 1}, step {pos[1]}; checkpoint saved, continue with --resume {out}")
+        for k, v in row.items():
+            if k != "epoch":
+                writer.add_scalar(k, v, row["epoch"] * job.steps)
+        writer.flush()
+    log(_epoch_line(row, job.cfg.epochs))
+
+
+def _summary(job: _Job, rs: RunState, status: str, signum, last_eval: dict) -> dict:
     return {
         "status": status,
         "signal": signum,
-        "run_dir": str(out),
-        "epoch": epoch,
-        "step": pos[1],
-        "global_step": pos[0] * steps + pos[1],
+        "run_dir": str(job.out),
+        "epoch": rs.epoch,
+        "step": rs.step,
+        "global_step": rs.epoch * job.steps + rs.step,
         "val_acc": last_eval.get("val_acc"),
         "val_loss": last_eval.get("val_loss"),
-        "best_acc": best if best >= 0 else None,
-        "history": history,
-        "train_time_s": train_time,
-        "params": params,
-        "world_size": info.world_size,
-        "steps_per_epoch": steps,
-        "config": config,
+        "best_acc": rs.best_acc if rs.best_acc >= 0 else None,
+        "history": rs.history,
+        "train_time_s": rs.train_time_s,
+        "params": job.params,
+        "world_size": job.info.world_size,
+        "steps_per_epoch": job.steps,
+        "config": job.config,
     }
 
 
@@ -546,38 +637,26 @@ def _epoch_line(row: dict, epochs: int) -> str:
     return s + f"  ({row['train_time_s']:.1f}s)"
 
 
-class _Progress:
-    """tqdm bar on rank 0 (when ``cfg.progress`` and stderr is a terminal), else nothing."""
+def _epoch_bar(job: _Job, rs: RunState) -> Progress:
+    """A tqdm bar for the epoch on rank 0 when ``cfg.progress`` and stderr is a terminal."""
+    shown = job.cfg.progress and job.info.is_main and sys.stderr.isatty()
+    desc = f"epoch {rs.epoch + 1}/{job.cfg.epochs}"
+    return Progress(job.steps, mode="bar" if shown else "none", desc=desc, initial=rs.step)
 
-    def __init__(self, cfg: TrainConfig, info: DistInfo, epoch: int) -> None:
-        self.enabled = cfg.progress and info.is_main and sys.stderr.isatty()
-        self.cfg, self.bar = cfg, None
 
-    def start(self, epoch: int, steps: int, start_step: int) -> None:
-        if self.enabled:
-            from tqdm.auto import tqdm
+def _bar_update(bar: Progress) -> Callable | None:
+    """The ``progress`` callback of :func:`train_one_epoch` showing running loss, accuracy, lr, img/s."""
+    if bar.bar is None:
+        return None
 
-            self.bar = tqdm(
-                total=steps,
-                initial=start_step,
-                desc=f"epoch {epoch + 1}/{self.cfg.epochs}",
-                leave=False,
-                dynamic_ncols=True,
-            )
+    def update(step: int, steps: int, lr: float, totals: torch.Tensor, ips: float) -> None:
+        n = max(totals[2].item(), 1)
+        bar.advance_to(
+            step,
+            loss=f"{totals[0].item() / n:.3f}",
+            acc=f"{totals[1].item() / n:.3f}",
+            lr=f"{lr:.3g}",
+            img_s=f"{ips:.0f}",
+        )
 
-    def update(self, step: int, steps: int, lr: float, totals: torch.Tensor, ips: float) -> None:
-        if self.bar is not None:
-            n = max(totals[2].item(), 1)
-            self.bar.update(step - self.bar.n)
-            self.bar.set_postfix(
-                loss=f"{totals[0].item() / n:.3f}",
-                acc=f"{totals[1].item() / n:.3f}",
-                lr=f"{lr:.3g}",
-                img_s=f"{ips:.0f}",
-                refresh=False,
-            )
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+    return update

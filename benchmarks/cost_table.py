@@ -8,7 +8,7 @@ JSON next to the markdown, and writes the markdown with the exact commands, the 
 torch version and the date next to the tables:
 
     globalctx bench blocks --shape 8,1024,14,14 --runs 10 --warmup 2
-    globalctx bench blocks --blocks nl,gc,snl,se --sizes 16,32,64,96 --channels 256 --batch 1 \\
+    globalctx bench blocks --blocks nl,gc,snl,se --sizes 16,32,64,96 --channels 256 -b 1 \\
         --memory alloc,rss --runs 10 --warmup 2 --plot results/bench_nl_scaling.png
     globalctx bench models --models resnet50,gc_resnet50,se_resnet50 --input 8,3,224,224 --runs 10 --warmup 2
 """
@@ -22,8 +22,8 @@ import os
 import sys
 
 import globalctx
-from globalctx.bench.cli import build_parser
 from globalctx.bench.report import format_markdown, machine_info
+from globalctx.cli.bench import build_parser
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -32,7 +32,7 @@ TABLES = [
     (
         "Non-local scaling with resolution (C = 256, batch 1)",
         "nl_scaling",
-        "blocks --blocks nl,gc,snl,se --sizes 16,32,64,96 --channels 256 --batch 1 --memory alloc,rss".split(),
+        "blocks --blocks nl,gc,snl,se --sizes 16,32,64,96 --channels 256 -b 1 --memory alloc,rss".split(),
     ),
     (
         "whole models (batch 8, 224 x 224; ratios against resnet50)",

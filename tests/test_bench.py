@@ -310,7 +310,7 @@ def test_cli_blocks_writes_csv_json_plot(tmp_path, capsys):
 def test_cli_sizes_sweep_and_block_options(tmp_path):
     out = tmp_path / "s.json"
     rc = _cli(
-        "blocks", "--blocks", "gc:fusion='mul',se", "--sizes", "4,8", "--channels", "16", "--batch", "1",
+        "blocks", "--blocks", "gc:fusion='mul',se", "--sizes", "4,8", "--channels", "16", "-b", "1",
         "--runs", "1", "--warmup", "0", "--memory", "none", "--no-floors", "--peers", "none",
         "--baseline", "se", "--table", "none", "--no-progress", "--out", str(out),
     )  # fmt: skip
@@ -338,14 +338,14 @@ def test_cli_models(tmp_path):
 
 
 def test_block_spec_parsing():
-    from globalctx.bench.cli import _names, _parse_block
+    from globalctx.cli.bench import parse_block_spec, split_names
 
-    specs = _names("gc:fusion=('add','mul')/rd_ratio=0.25, se ,nl:pairwise='dot_product'")
+    specs = split_names("gc:fusion=('add','mul')/rd_ratio=0.25, se ,nl:pairwise='dot_product'")
     assert specs == ["gc:fusion=('add','mul')/rd_ratio=0.25", "se", "nl:pairwise='dot_product'"]
-    assert _parse_block(specs[0]) == (specs[0], "gc", {"fusion": ("add", "mul"), "rd_ratio": 0.25})
-    assert _parse_block("nl:pairwise=dot_product")[2] == {"pairwise": "dot_product"}  # bare word -> str
+    assert parse_block_spec(specs[0]) == (specs[0], "gc", {"fusion": ("add", "mul"), "rd_ratio": 0.25})
+    assert parse_block_spec("nl:pairwise=dot_product")[2] == {"pairwise": "dot_product"}  # bare word -> str
     with pytest.raises(ValueError, match="key=value"):
-        _parse_block("gc:oops")
+        parse_block_spec("gc:oops")
 
 
 def test_cli_errors(capsys):
@@ -361,7 +361,7 @@ def test_cli_errors(capsys):
 
 @pytest.mark.parametrize("what", ["blocks", "models"])
 def test_cli_help_explains_every_flag(what, capsys):
-    from globalctx.bench.cli import build_parser
+    from globalctx.cli.bench import build_parser
 
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args(["bench", what, "--help"])

@@ -1,23 +1,16 @@
 """``globalctx compare``: the README's main job in a reduced form (real Fashion-MNIST images, two
-variants, one epoch), its files, printed table and the report-section hook."""
+variants, one epoch), its files, printed table and extra report sections."""
 
 import csv
 
 import pytest
 
+from globalctx import compare as C
 from globalctx.cli import main
-from globalctx.train import compare as C
+from globalctx.compare import report as R
 
 
-def test_compare_reduced_main_job(fmnist, tmp_path, capsys, monkeypatch):
-    seen = []
-
-    def extra(ctx):
-        seen.append(sorted(ctx.run_dirs))
-        return ("Extra statistics", "hook section body")
-
-    # the registered sections (the attention analysis) stay, plus a test hook and one that adds nothing
-    monkeypatch.setattr(C, "_EXTRA_SECTIONS", [*C._EXTRA_SECTIONS, extra, lambda ctx: None])
+def test_compare_reduced_main_job(fmnist, tmp_path, capsys):
     out = tmp_path / "cmp"
     argv = [
         "compare",
@@ -48,24 +41,31 @@ def test_compare_reduced_main_job(fmnist, tmp_path, capsys, monkeypatch):
     assert float(rows[0]["delta_pp"]) == 0.0
     assert int(rows[1]["params"]) > int(rows[0]["params"])  # the gc blocks add parameters
     report = (out / "report.md").read_text()
-    assert "## Results" in report and "## Extra statistics\n\nhook section body" in report
+    assert "## Results" in report
     assert "94.9%" in report and "256 images" in report and "200 images" in report
-    assert seen == [["gc", "none"]]
     # the main job's report carries the GCNet query-independence analysis of its GC variant
     assert "## Analysis: query independence (GCNet Table 1)" in report and "this section failed" not in report
     assert (out / "analysis_stats.png").is_file()
 
 
-def test_compare_sections_survive_a_failing_hook(tmp_path, monkeypatch):
+def test_compare_extra_sections_and_a_failing_one(tmp_path):
+    seen = []
+
+    def extra(ctx):
+        seen.append(ctx.variants)
+        return ("Extra statistics", "extra section body")
+
     def broken(ctx):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(C, "_EXTRA_SECTIONS", [])
-    C.register_report_section(broken)
     ctx = C.CompareContext(tmp_path, C.default_config(), ["none"], rows=[{"variant": "none", "top1": 0.5}])
-    titles = [t for t, _ in C.build_report_sections(ctx)]
-    assert titles[:2] == ["Settings", "Results"] and titles[-1] == "broken"
-    assert "boom" in C.build_report_sections(ctx)[-1][1]
+    sections = C.build_report_sections(ctx, [extra, lambda ctx: None, broken])
+    titles = [t for t, _ in sections]
+    # no run has attention blocks: the analysis section adds nothing; the failing one becomes a note
+    assert titles == ["Settings", "Results", "Context", "Extra statistics", "broken"], titles
+    assert sections[3][1] == "extra section body" and "boom" in sections[-1][1] and seen == [["none"]]
+    path = R.write_report(ctx, sections=[extra])
+    assert "## Extra statistics\n\nextra section body" in path.read_text()
 
 
 def test_resolve_variants():

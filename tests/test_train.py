@@ -246,18 +246,33 @@ def test_cli_help(cmd, capsys):
     [
         (["train", "--attn", "nosuchblock", "--subset", "64", "-b", "32", "--epochs", "1"], "unknown block"),
         (["train", "--model", "nosuchmodel", "--subset", "64", "-b", "32", "--epochs", "1"], "nosuchmodel"),
-        (["train", "--opt", "sgd", "--lr", "-1"], "lr must be > 0"),
+        (["train", "--opt", "sgd", "--lr", "-1"], "argument --lr: must be a finite number > 0, got '-1'"),
+        (["train", "--sched", "step", "--gamma", "-1"], "argument --gamma: must be a finite number > 0"),
+        (["train", "--wd", "nan"], "argument --wd/--weight-decay: must be a finite number >= 0, got 'nan'"),
+        (["train", "--warmup-epochs", "nan"], "argument --warmup-epochs: must be a finite number >= 0"),
+        (["train", "--threads", "-1"], "argument --threads: must be an integer >= 1, got '-1'"),
+        (["eval", "/nonexistent/run", "--subset", "0"], "argument --subset: must be an integer >= 1, got '0'"),
+        (["eval", "/nonexistent/run", "--subset", "-5"], "argument --subset: must be an integer >= 1"),
+        (["eval", "/nonexistent/run", "--device", "tpu"], "'tpu' is not a device; choose auto, cpu, cuda"),
+        (["blocks", "--shape", "a,b,c"], "argument --shape: expected comma-separated positive integers"),
+        (["blocks", "--shape", "2,8"], "argument --shape: expected N,C and 1..3 spatial sizes"),
+        (["blocks", "--threads", "-1"], "argument --threads: must be an integer >= 1"),
+        (["analyze", "/nonexistent"], "/nonexistent does not exist"),
+        (["bench", "blocks", "--blocks", "se", "--out", "/nonexistent/r.csv"], "directory /nonexistent does not exist"),
+        (["bench", "blocks", "--blocks", "se", "--out", "r.txt"], "must end in .csv or .json"),
         (["train", "--data", "imagefolder:/nonexistent/a,/nonexistent/b"], "does not exist"),
         (["eval", "/nonexistent/run"], "neither a run directory nor a .safetensors"),
         (["compare", "--variants", "none,bogus"], "unknown variants"),
-    ],
+    ]
+    + ([] if torch.cuda.is_available() else [(["eval", "/nonexistent/run", "--device", "cuda"], "CUDA is not available")]),  # noqa: E501
 )
 def test_cli_errors_are_one_line(fmnist, argv, match, tmp_path, capsys):
     if argv[0] == "train":
         argv = argv + ["--out", str(tmp_path / "r"), "--no-tensorboard"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith(f"globalctx {argv[0]}: error:") and match in err, err
+    assert len(err.splitlines()) == 1 and err.startswith(f"globalctx {argv[0]}") and match in err, err
+    assert ": error: " in err and "Traceback" not in err
 
 
 def test_cli_train_and_resume(fmnist, tmp_path, capsys):

@@ -1,9 +1,8 @@
-"""``globalctx blocks``: the block catalogue, each registered block with its parameter count and a
+"""The block catalogue (``globalctx blocks``), each registered block with its parameter count and a
 forward check at a typical shape."""
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
@@ -51,21 +50,3 @@ def format_table(rows: list[dict]) -> str:
             f"{r['ms']:>9.2f}  {'ok' if r['ok'] else 'FAIL'}"
         )
     return "\n".join(lines)
-
-
-def _run(args: argparse.Namespace) -> int:
-    shape = tuple(int(s) for s in args.shape.split(","))
-    if len(shape) < 3:
-        raise SystemExit(f"--shape needs N,C and 1..3 spatial sizes, got {args.shape!r}")
-    torch.set_num_threads(args.threads) if args.threads else None
-    rows = catalogue(shape)
-    print(f"globalctx block catalogue at input {list(shape)} (torch {torch.__version__}, eval mode, fp32)")
-    print(format_table(rows))
-    return 0 if all(r["ok"] for r in rows) else 1
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("blocks", help="list every registered block with parameters and a forward check")
-    p.add_argument("--shape", default="2,256,14,14", help="input shape N,C,*S (default: 2,256,14,14)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
-    p.set_defaults(func=_run)

@@ -7,8 +7,8 @@
 - :func:`plot_attention`, :func:`plot_statistics`: GCNet Figure 1 style figures and a bar chart
   (matplotlib, imported only when called).
 - :func:`report_section`: the markdown analysis section of one model (``globalctx analyze``);
-  :func:`compare_section`: the section of a ``globalctx compare`` report, for its
-  ``register_report_section`` hook.
+  :func:`compare_section`: the analysis section of a block-comparison report
+  (:mod:`globalctx.compare` calls it).
 """
 
 from .capture import Recording, block_kind, capture, find_blocks, grid_queries, resolve_queries

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..train.checkpoint import load_model
 from .capture import PAIRWISE, capture, find_blocks
 from .stats import QueryIndependence, _batches, _images_of, _model_device, fmt, query_independence
 
@@ -52,18 +53,25 @@ GCNET_READING = (
 )
 
 
-def load_source(source) -> tuple[nn.Module, dict]:
-    """A model, or a run dir / checkpoint path loaded with ``globalctx.train.checkpoint.load_model``."""
+def _config_model(run_dir) -> str | None:
+    from ..train.checkpoint import CheckpointError, read_config
+
+    try:
+        return read_config(run_dir)["model"].get("name")
+    except (CheckpointError, AttributeError):
+        return None
+
+
+def load_source(source, *, trust_model_code: bool = False) -> tuple[nn.Module, dict]:
+    """A model, or a run dir / checkpoint path loaded with ``globalctx.train.checkpoint.load_model``
+    (``trust_model_code`` as there: a file naming its model as ``package.module:callable`` is
+    refused unless it is ``True``)."""
     if isinstance(source, nn.Module):
         return source, {}
     path = Path(source)
     if not path.exists():
         raise ValueError(f"no such run directory or checkpoint: {str(path)!r}")
-    try:
-        from ..train.checkpoint import load_model
-    except ImportError as e:
-        raise ImportError("loading a checkpoint needs globalctx.train (the trainer)") from e
-    model, config = load_model(path)
+    model, config = load_model(path, trust_model_code=trust_model_code)
     return model, dict(config or {})
 
 
@@ -214,6 +222,7 @@ def report_section(
     std: Sequence[float] | None = None,
     heading_level: int = 2,
     device=None,
+    trust_model_code: bool = False,
 ) -> str:
     """Analyse one model and return a markdown section (statistics, reading, figures).
 
@@ -236,11 +245,13 @@ def report_section(
         mean, std: image normalisation to undo in figures. Default: none (min-max display).
         heading_level: markdown level of the section title. Default: ``2``.
         device: where to run. Default: the model's device.
+        trust_model_code: load a checkpoint whose config names its model as an import path
+            (see :func:`~globalctx.train.checkpoint.load_model`). Default: ``False``.
 
     Returns:
         markdown text. A model without attention blocks gets a one-line section saying so.
     """
-    model, _config = load_source(source)
+    model, _config = load_source(source, trust_model_code=trust_model_code)
     md, _ = analyse(
         model,
         loader,
@@ -314,7 +325,7 @@ def eval_batches(
 def compare_section(
     ctx, *, images: int = 256, batch_size: int = 64, seed: int = 0, max_figures: int | None = 2
 ) -> tuple[str, str] | None:
-    """The analysis section of a ``globalctx compare`` report, for ``register_report_section``.
+    """The analysis section of a block-comparison report (:mod:`globalctx.compare`).
 
     For every variant whose model has NL/DNL/GC/SNL blocks (``ctx.run_dirs``), loads its best
     checkpoint, evaluates ``images`` validation images of the compare data, writes attention
@@ -322,6 +333,9 @@ def compare_section(
     and one combined ``analysis_stats.png`` into ``ctx.out_dir``, and returns
     ``(title, markdown)``: the definitions and GCNet's reading once, then per variant its table,
     its reading against GCNet's, and its figures. ``None`` when no variant has such blocks.
+
+    The run directories are the comparison's own: when its base model is an import path given by
+    the user (``ctx.base.model``), exactly that path is accepted in their configs.
     """
     from .plots import plot_statistics
 
@@ -329,7 +343,9 @@ def compare_section(
     parts, all_stats = [], {}
     batches = None
     for variant, run_dir in ctx.run_dirs.items():
-        model, config = load_source(run_dir)
+        own_code = getattr(getattr(ctx, "base", None), "model", "")
+        trusted = ":" in own_code and _config_model(run_dir) == own_code
+        model, config = load_source(run_dir, trust_model_code=trusted)
         if not find_blocks(model):
             continue
         if batches is None:

@@ -217,7 +217,7 @@ def write_rows(rows: Sequence[dict], path: str) -> str:
     return path
 
 
-def plot_rows(rows: Sequence[dict], path: str, *, x: str = "auto") -> str:
+def plot_rows(rows: Sequence[dict], path: str) -> str:
     """Latency and peak memory per case, log scale, written as a PNG (needs matplotlib).
 
     With several groups (a resolution sweep) each case is a line over the groups' spatial size

@@ -7,13 +7,13 @@ from one run.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from ..progress import Progress
 from .counting import count_flops, count_params
 from .floors import gemm_floor_fn, memory_floor_fn
 from .latency import set_threads, time_cases
@@ -45,47 +45,11 @@ class Case:
     input_shape: Sequence[int]
     kind: str = "block"
     group: str = ""
-    options: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.input_shape = tuple(int(s) for s in self.input_shape)
         if not self.group:
             self.group = shape_str(self.input_shape)
-
-
-class _Progress:
-    """tqdm when importable and wanted, else one plain line per step on stderr (or nothing)."""
-
-    def __init__(self, total: int, mode: str):
-        self.bar = None
-        self.mode = mode
-        self.total, self.done = total, 0
-        if mode == "auto":
-            try:
-                from tqdm.auto import tqdm
-
-                self.bar = tqdm(total=total, unit="case", file=sys.stderr, leave=False)
-            except ImportError:
-                self.mode = "plain"
-
-    def step(self, text: str) -> None:
-        self.done += 1
-        if self.bar is not None:
-            self.bar.set_postfix_str(text, refresh=False)
-            self.bar.update(1)
-        elif self.mode == "plain":
-            print(f"[{self.done}/{self.total}] {text}", file=sys.stderr, flush=True)
-
-    def note(self, text: str, *, plain: bool = True) -> None:
-        """Show ``text`` without advancing (tqdm postfix; a plain line if ``plain``)."""
-        if self.bar is not None:
-            self.bar.set_postfix_str(text, refresh=True)
-        elif self.mode == "plain" and plain:
-            print(f"[{self.done}/{self.total}] {text}", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _ratio(a, b):
@@ -130,7 +94,7 @@ def run_cases(
     groups: dict[str, list[Case]] = {}
     for c in cases:
         groups.setdefault(c.group, []).append(c)
-    bar = _Progress(len(cases), progress)
+    bar = Progress(len(cases), mode=progress, unit="case")
     rows: list[dict] = []
     try:
         for group, members in groups.items():

@@ -1,12 +1,28 @@
-"""Tables, CSV and curves for ``compare`` (matplotlib is imported only inside :func:`plot_curves`)."""
+"""The comparison report: ``report.md`` assembled from ``(title, markdown)`` sections (settings,
+results, curves, context, the attention analysis of :func:`globalctx.analysis.compare_section`,
+then any extra sections given), ``results.csv`` and ``curves.png`` (matplotlib is imported only
+inside :func:`plot_curves`)."""
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["results_table", "write_csv", "plot_curves", "settings_section", "curves_section"]
+from ..analysis import compare_section
+
+__all__ = [
+    "results_table",
+    "write_csv",
+    "plot_curves",
+    "settings_section",
+    "curves_section",
+    "build_report_sections",
+    "write_report",
+]
+
+Section = Callable[..., "tuple[str, str] | None"]
 
 _COLUMNS = [
     ("variant", "variant", "{}"),
@@ -106,3 +122,56 @@ def settings_section(ctx) -> str:
 
 def curves_section(ctx) -> str:
     return "\n".join(f"![{f}]({f})" for f in ctx.figures)
+
+
+def build_report_sections(ctx, sections: Sequence[Section] = ()) -> list[tuple[str, str]]:
+    """The report as ``(title, markdown)`` pairs: settings, results table, curves, context, the
+    attention analysis, then ``fn(ctx)`` of every extra section (``None`` adds nothing). A section
+    that raises is replaced by a note naming the error, so the trained results are never lost."""
+    from .run import PUBLISHED_NOTE
+
+    out = [
+        ("Settings", settings_section(ctx)),
+        ("Results", results_table(ctx.rows) + "\n\n" + _result_notes(ctx)),
+    ]
+    if ctx.figures:
+        out.append(("Curves", curves_section(ctx)))
+    out.append(("Context", PUBLISHED_NOTE))
+    for fn in (compare_section, *sections):
+        try:
+            sec = fn(ctx)
+        except Exception as e:  # a broken section must not lose the trained results
+            sec = (getattr(fn, "__name__", "extra section"), f"(this section failed: {type(e).__name__}: {e})")
+        if sec is not None:
+            out.append(sec)
+    return out
+
+
+def _result_notes(ctx) -> str:
+    n = ctx.rows[0].get("val_n") if ctx.rows else None
+    notes = [
+        f"top-1: accuracy after the last epoch on {n} test images; delta: percentage points vs `none`.",
+        "MACs: one 28x28 image, convolutions, matmuls and attention products (globalctx.bench counting). "
+        f"latency: median of 20 batch-1 forwards on CPU ({ctx.environment.get('threads')} threads). train time: "
+        "the training epochs only (no evaluation), wall clock.",
+        f"Total wall time of all training runs: {ctx.wall_time_s / 60:.1f} min.",
+    ]
+    if ctx.skipped:
+        notes.append(f"Not registered (skipped): {', '.join(ctx.skipped)}.")
+    return "\n".join(f"- {s}" for s in notes)
+
+
+def write_report(ctx, sections: Sequence[Section] = ()) -> Path:
+    """Write results.csv, curves.png (when matplotlib is available) and report.md into ``ctx.out_dir``."""
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(ctx.out_dir / "results.csv", ctx.rows)
+    try:
+        ctx.figures = [p.name for p in plot_curves(ctx.histories, ctx.out_dir)]
+    except ImportError:
+        ctx.figures = []
+    body = [f"# Block comparison ({ctx.started})\n"]
+    for title, md in build_report_sections(ctx, sections):
+        body.append(f"## {title}\n\n{md.rstrip()}\n")
+    path = ctx.out_dir / "report.md"
+    path.write_text("\n".join(body))
+    return path

@@ -8,6 +8,14 @@ the run), and writes ``analysis.md``, ``stats.json`` and PNG figures to ``--out`
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+
+from ..analysis.report import analyse, eval_batches
+from ..device import resolve_device
+from ..train.checkpoint import CheckpointError, load_model
+from .flags import add_batch_size, add_device, number, positive_int
+from .train import add_trust_model_code
 
 __all__ = ["add_parser", "run"]
 
@@ -30,36 +38,34 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--data-dir", default=None, help="where the Fashion-MNIST IDX files are (see `train`)")
     p.add_argument("--out", default=None, help="output directory (default: <run dir>/analysis)")
-    p.add_argument("--images", type=int, default=256, help="validation images for the statistics (default 256)")
-    p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
-    p.add_argument("--figure-images", type=int, default=6, help="rows of each attention figure (default 6)")
-    p.add_argument("--queries", type=int, default=3, help="query points per figure row (default 3)")
+    p.add_argument(
+        "--images", type=positive_int, default=256, help="validation images for the statistics (default 256)"
+    )
+    add_batch_size(p, default=64, help="batch size (default 64)")
+    p.add_argument("--figure-images", type=positive_int, default=6, help="rows of each attention figure (default 6)")
+    p.add_argument("--queries", type=positive_int, default=3, help="query points per figure row (default 3)")
     p.add_argument(
         "--max-queries",
-        type=int,
+        type=positive_int,
         default=256,
         help="attention statistics are exact up to this many positions, sampled above (default 256)",
     )
     p.add_argument("--blocks", nargs="*", default=None, help="block names to analyse (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the image subset and query samples (default 0)")
-    p.add_argument("--device", default="cpu", help="device (default cpu)")
+    p.add_argument(
+        "--seed", type=number(int, low=0), default=0, help="seed of the image subset and query samples (default 0)"
+    )
+    add_device(p, default="auto")
+    add_trust_model_code(p)
     p.set_defaults(func=run)
     return p
 
 
 def run(args) -> int:
-    import json
-    import sys
-    from pathlib import Path
-
-    from ..train.checkpoint import load_model
-    from .report import analyse, eval_batches
-
-    if args.images < 1 or args.batch_size < 1 or args.figure_images < 1 or args.queries < 1:
-        print("analyze: --images, --batch-size, --figure-images and --queries must be >= 1", file=sys.stderr)
-        return 2
     src = Path(args.path)
-    model, config = load_model(src, device=args.device)
+    if not src.exists():
+        raise CheckpointError(f"{src} does not exist; give a run directory or a .safetensors file")
+    device = resolve_device(args.device)
+    model, config = load_model(src, device=device, trust_model_code=args.trust_model_code)
     loader, spec, n_images = eval_batches(
         config, data=args.data, data_dir=args.data_dir, images=args.images, batch_size=args.batch_size, seed=args.seed
     )
@@ -83,7 +89,7 @@ def run(args) -> int:
         seed=args.seed,
         blocks=args.blocks,
         heading_level=2,
-        device=args.device,
+        device=device,
     )
     header = [
         f"# Analysis of `{src.name}` ({label})",

@@ -3,7 +3,7 @@
 Examples::
 
     globalctx bench blocks --shape 8,1024,14,14
-    globalctx bench blocks --blocks nl,gc,snl,se --sizes 16,32,64,96 --channels 256 --batch 1
+    globalctx bench blocks --blocks nl,gc,snl,se --sizes 16,32,64,96 --channels 256 -b 1
     globalctx bench models --models resnet50,gc_resnet50,se_resnet50 --input 8,3,224,224
     globalctx bench blocks --blocks gc,se --out results.csv --out results.json --plot latency.png
 """
@@ -12,24 +12,27 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import sys
+from functools import partial
+from pathlib import Path
 
 import torch
 
-__all__ = ["add_parser", "build_parser", "run"]
+from ..bench.peers import available_peers, peer_for
+from ..bench.report import machine_info, plot_rows, print_table, write_rows
+from ..bench.runner import DTYPES, Case, run_cases
+from ..device import resolve_device
+from ..layers import create_block, get_block, list_blocks
+from ..models import create_model, list_models
+from .flags import add_batch_size, add_device, add_threads, int_list, number, positive_int, shape
+
+__all__ = ["add_parser", "build_parser", "run", "split_names", "parse_block_spec"]
+
+OUT_SUFFIXES = (".csv", ".json")
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        vals = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not vals or any(v < 1 for v in vals):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return vals
-
-
-def _names(text: str) -> list[str]:
+def split_names(text: str) -> list[str]:
     """Split on commas outside brackets and quotes: ``"gc:fusion=('add','mul'),se"`` -> 2 names."""
     out, cur, depth, quote = [], [], 0, ""
     for ch in text:
@@ -52,19 +55,18 @@ def _names(text: str) -> list[str]:
 
 def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("measurement")
-    g.add_argument("--device", default="cpu", help="torch device to run on, e.g. cpu, cuda, cuda:1 (default: cpu)")
+    add_device(g, default="auto")
     g.add_argument(
         "--dtype", default="fp32", choices=["fp32", "fp16", "bf16", "fp64"], help="precision of weights and input"
     )
     g.add_argument("--compile", action="store_true", help="time torch.compile(module) (counts use the eager module)")
-    g.add_argument("--runs", type=int, default=20, help="timed calls per case; the median is reported (default: 20)")
-    g.add_argument("--warmup", type=int, default=3, help="untimed calls per case before timing (default: 3)")
     g.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="pin torch intra-op threads to this count (default: torch's setting); reported in every row",
+        "--runs", type=positive_int, default=20, help="timed calls per case; the median is reported (default: 20)"
     )
+    g.add_argument(
+        "--warmup", type=number(int, low=0), default=3, help="untimed calls per case before timing (default: 3)"
+    )
+    add_threads(g, help="pin torch intra-op threads to this count (default: torch's setting); reported in every row")
     g.add_argument(
         "--memory",
         default="auto",
@@ -82,7 +84,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         default=None,
         help="case name to report ratios against (latency, params, MACs, memory) within each group",
     )
-    g.add_argument("--seed", type=int, default=0, help="seed for weights and inputs (default: 0)")
+    g.add_argument("--seed", type=number(int, low=0), default=0, help="seed for weights and inputs (default: 0)")
     o = p.add_argument_group("output")
     o.add_argument(
         "--out",
@@ -112,7 +114,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "median latency of interleaved runs, peak memory, ratios to floors and to a baseline.",
         epilog="examples:\n"
         "  globalctx bench blocks --shape 8,1024,14,14\n"
-        "  globalctx bench blocks --blocks nl,gc,snl,se --sizes 16,32,64,96 --channels 256 --batch 1\n"
+        "  globalctx bench blocks --blocks nl,gc,snl,se --sizes 16,32,64,96 --channels 256 -b 1\n"
         "  globalctx bench models --models resnet50,gc_resnet50,se_resnet50 --input 8,3,224,224\n"
         "  globalctx bench blocks --blocks gc,se --out r.csv --out r.json --plot latency.png\n"
         "see 'globalctx bench blocks --help' and 'globalctx bench models --help' for every flag",
@@ -127,17 +129,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--blocks",
-        type=_names,
+        type=split_names,
         default=None,
         help="comma-separated block names (default: all registered); options as name:key=value/key=value, "
         "e.g. nl:pairwise='dot_product'/subsample=True",
     )
-    b.add_argument("--shape", type=_ints, default=None, help="input shape N,C,*S (default: 8,1024,14,14)")
+    b.add_argument("--shape", type=shape(3, 5), default=None, help="input shape N,C,*S (default: 8,1024,14,14)")
     b.add_argument(
-        "--sizes", type=_ints, default=None, help="spatial sizes to sweep, e.g. 16,32,64,96 (square, --dims dims)"
+        "--sizes", type=int_list, default=None, help="spatial sizes to sweep, e.g. 16,32,64,96 (square, --dims dims)"
     )
-    b.add_argument("--channels", type=int, default=256, help="channels C for --sizes (default: 256)")
-    b.add_argument("--batch", type=int, default=8, help="batch N for --sizes (default: 8)")
+    b.add_argument("--channels", type=positive_int, default=256, help="channels C for --sizes (default: 256)")
+    add_batch_size(b, default=8, help="batch N for --sizes (default: 8)")
     b.add_argument("--dims", type=int, default=2, choices=[1, 2, 3], help="spatial dims for --sizes (default: 2)")
     b.add_argument(
         "--peers",
@@ -153,10 +155,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Whole models at --input; ratios against the first model unless --baseline says otherwise.",
     )
     m.add_argument(
-        "--models", type=_names, default=["resnet50"], help="comma-separated model names (default: resnet50)"
+        "--models", type=split_names, default=["resnet50"], help="comma-separated model names (default: resnet50)"
     )
-    m.add_argument("--input", type=_ints, default=(8, 3, 224, 224), help="input shape N,C,H,W (default: 8,3,224,224)")
-    m.add_argument("--num-classes", type=int, default=1000, help="classifier width (default: 1000)")
+    m.add_argument(
+        "--input", type=shape(3, 5), default=(8, 3, 224, 224), help="input shape N,C,H,W (default: 8,3,224,224)"
+    )
+    m.add_argument("--num-classes", type=number(int, low=0), default=1000, help="classifier width (default: 1000)")
     _common(m)
     m.set_defaults(func=run, bench_what="models")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -169,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_block(spec: str) -> tuple[str, str, dict]:
+def parse_block_spec(spec: str) -> tuple[str, str, dict]:
     """``"nl:pairwise='dot_product'/subsample=True"`` -> (row name, block name, options)."""
     name, _, opts = spec.partition(":")
     options = {}
@@ -184,49 +188,31 @@ def _parse_block(spec: str) -> tuple[str, str, dict]:
     return spec, name.strip(), options
 
 
-def _block_cases(args):
-    from functools import partial
-
-    import globalctx
-
-    from .peers import available_peers, peer_for
-    from .runner import Case
-
-    specs = args.blocks or globalctx.list_blocks()
+def _block_cases(args) -> list[Case]:
+    specs = args.blocks or list_blocks()
     if args.shape is not None and args.sizes is not None:
         raise ValueError("give --shape or --sizes, not both")
     if args.sizes is not None:
-        shapes = [(args.batch, args.channels) + (s,) * args.dims for s in args.sizes]
+        shapes = [(args.batch_size, args.channels) + (s,) * args.dims for s in args.sizes]
     else:
         shapes = [args.shape or (8, 1024, 14, 14)]
-    parsed = [_parse_block(s) for s in specs]
+    parsed = [parse_block_spec(s) for s in specs]
     for _, name, _ in parsed:
-        globalctx.layers.get_block(name)  # unknown names fail before anything runs
+        get_block(name)  # unknown names fail before anything runs
     peers = available_peers() if args.peers == "auto" else {}
     cases = []
-    for shape in shapes:
-        if len(shape) < 3:
-            raise ValueError(f"block input shape must be N,C,*S with 1-3 spatial dims, got {shape}")
-        c = shape[1]
+    for shp in shapes:
+        c = shp[1]
         for row, name, opts in parsed:
-            cases.append(Case(row, partial(globalctx.create_block, name, c, **opts), shape, kind="block"))
-            if len(shape) == 4 and not opts:
+            cases.append(Case(row, partial(create_block, name, c, **opts), shp, kind="block"))
+            if len(shp) == 4 and not opts:
                 for peer in peer_for(name, peers):
-                    cases.append(Case(peer, partial(peers[peer], c), shape, kind="peer"))
+                    cases.append(Case(peer, partial(peers[peer], c), shp, kind="peer"))
     return cases
 
 
-def _model_cases(args):
-    from functools import partial
-
-    import globalctx
-
-    from .runner import Case
-
-    create = getattr(globalctx, "create_model", None)
-    if create is None:
-        raise RuntimeError("models are not available in this build: globalctx.create_model is missing")
-    known = set(globalctx.list_models())
+def _model_cases(args) -> list[Case]:
+    known = set(list_models())
     bad = [m for m in args.models if m not in known]
     if bad:
         raise ValueError(f"unknown model(s) {bad}; known models: {', '.join(sorted(known))}")
@@ -234,7 +220,7 @@ def _model_cases(args):
     return [
         Case(
             m,
-            partial(create, m, num_classes=args.num_classes, in_chans=in_chans),
+            partial(create_model, m, num_classes=args.num_classes, in_chans=in_chans),
             args.input,
             kind="model",
             group=f"models@{'x'.join(map(str, args.input))}",
@@ -243,12 +229,28 @@ def _model_cases(args):
     ]
 
 
-def _memory_methods(text: str, device: str) -> tuple[str, ...]:
+def check_out_paths(paths: list[str], plot: str | None) -> None:
+    """Refuse, before anything is measured, an ``--out`` with an unknown suffix and any output path
+    whose directory does not exist or cannot be written."""
+    for path in paths:
+        if Path(path).suffix.lower() not in OUT_SUFFIXES:
+            raise ValueError(f"--out {path}: the file name must end in .csv or .json")
+    for path in [*paths, *([plot] if plot else [])]:
+        parent = Path(path).parent
+        if Path(path).is_dir():
+            raise ValueError(f"{path} is a directory; give a file name")
+        if not parent.is_dir():
+            raise ValueError(f"{path}: directory {parent} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise ValueError(f"{path}: directory {parent} is not writable")
+
+
+def _memory_methods(text: str, device: torch.device) -> tuple[str, ...]:
     if text == "auto":
-        return ("cuda",) if torch.device(device).type == "cuda" else ("alloc",)
+        return ("cuda",) if device.type == "cuda" else ("alloc",)
     if text == "none":
         return ()
-    methods = tuple(_names(text))
+    methods = tuple(split_names(text))
     for m in methods:
         if m not in ("alloc", "cuda", "rss"):
             raise ValueError(f"unknown --memory method {m!r}; choose from alloc, cuda, rss, none, auto")
@@ -256,42 +258,32 @@ def _memory_methods(text: str, device: str) -> tuple[str, ...]:
 
 
 def run(args) -> int:
-    from .report import machine_info, plot_rows, print_table, write_rows
-    from .runner import DTYPES, run_cases
-
-    try:
-        if args.runs < 1 or args.warmup < 0:
-            raise ValueError(f"--runs must be >= 1 and --warmup >= 0, got {args.runs} and {args.warmup}")
-        dev = torch.device(args.device)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"--device {args.device}: CUDA is not available here")
-        memory = _memory_methods(args.memory, args.device)
-        cases = _block_cases(args) if args.bench_what == "blocks" else _model_cases(args)
-        baseline = args.baseline
-        if args.bench_what == "models" and baseline is None:
-            baseline = args.models[0]
-        if baseline in ("", "none"):
-            baseline = None
-        rows = run_cases(
-            cases,
-            device=dev,
-            dtype=DTYPES[args.dtype],
-            runs=args.runs,
-            warmup=args.warmup,
-            threads=args.threads,
-            memory=memory,
-            floors=not args.no_floors,
-            compile=args.compile,
-            baseline=baseline,
-            progress="none" if args.no_progress else "auto",
-            seed=args.seed,
-        )
-    except (ValueError, RuntimeError) as e:
-        print(f"globalctx bench: error: {e}", file=sys.stderr)
-        return 2
+    dev = resolve_device(args.device)
+    memory = _memory_methods(args.memory, dev)
+    check_out_paths(args.out, args.plot)
+    cases = _block_cases(args) if args.bench_what == "blocks" else _model_cases(args)
+    baseline = args.baseline
+    if args.bench_what == "models" and baseline is None:
+        baseline = args.models[0]
+    if baseline in ("", "none"):
+        baseline = None
+    rows = run_cases(
+        cases,
+        device=dev,
+        dtype=DTYPES[args.dtype],
+        runs=args.runs,
+        warmup=args.warmup,
+        threads=args.threads,
+        memory=memory,
+        floors=not args.no_floors,
+        compile=args.compile,
+        baseline=baseline,
+        progress="none" if args.no_progress else "auto",
+        seed=args.seed,
+    )
     if args.table != "none":
         info = machine_info()
-        print(f"# {info['cpu']}, {info['threads']} threads, torch {info['torch']}, {args.device} {args.dtype}")
+        print(f"# {info['cpu']}, {info['threads']} threads, torch {info['torch']}, {dev} {args.dtype}")
         print_table(rows, style=args.table)
     for path in args.out:
         write_rows(rows, path)
@@ -301,6 +293,5 @@ def run(args) -> int:
             plot_rows(rows, args.plot)
             print(f"wrote {args.plot}", file=sys.stderr)
         except ImportError:
-            print("globalctx bench: --plot needs matplotlib (pip install matplotlib)", file=sys.stderr)
-            return 2
+            raise ValueError("--plot needs matplotlib (pip install matplotlib)") from None
     return 1 if any(r.get("error") for r in rows) else 0

@@ -19,9 +19,10 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import sys
 
-from .cli import add_train_arguments, config_changes, maybe_download
+from ..compare import default_config, results_table, run_compare
+from ..device import resolve_device
+from .train import add_train_arguments, config_changes, maybe_download
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -45,19 +46,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import _error_types
-    from .compare import default_config, run_compare
-    from .report import results_table
-
-    try:
-        cfg = default_config(args.full, **config_changes(args))
-        if "max_steps" in vars(args):
-            raise ValueError("--max-steps is not supported by compare (every variant must finish)")
-        maybe_download(args, cfg)
-        ctx = run_compare(cfg, args.variants, out_dir=args.out, out_root=args.out_root, latency=args.latency)
-    except _error_types() as e:
-        print(f"globalctx compare: error: {e}", file=sys.stderr)
-        return 2
+    cfg = default_config(args.full, **config_changes(args))
+    if "max_steps" in vars(args):
+        raise ValueError("--max-steps is not supported by compare (every variant must finish)")
+    resolve_device(cfg.device)
+    maybe_download(args, cfg)
+    ctx = run_compare(cfg, args.variants, out_dir=args.out, out_root=args.out_root, latency=args.latency)
     print(results_table(ctx.rows))
     print(f"\nreport: {ctx.out_dir / 'report.md'}")
     return 0

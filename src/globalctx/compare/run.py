@@ -1,20 +1,15 @@
-"""``compare``: train the same network with each global-context block under identical settings and
-seeds, then write ``report.md``, ``results.csv`` and PNG curves.
-
-The report is assembled by :func:`build_report_sections` from a list of ``(title, markdown)``
-sections. Other parts of the library add their own sections (e.g. attention statistics of the
-trained models) with :func:`register_report_section`; each hook receives the
-:class:`CompareContext` (run directories, configs, results) and returns a section or ``None``.
+"""Run a block comparison: train the same network with each global-context block under identical
+settings and seeds (:func:`run_compare`), measure each trained model's cost with
+:func:`globalctx.bench.profile`, then write the report (:mod:`globalctx.compare.report`).
 """
 
 from __future__ import annotations
 
 import datetime
 import os
-import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import TrainConfig
+from ..bench import profile
+from ..bench.report import machine_info
+from ..layers import list_blocks
+from ..train.checkpoint import build_model
+from ..train.config import TrainConfig
+from ..train.loop import fit
 
 __all__ = [
     "DEFAULT_VARIANTS",
@@ -33,9 +33,8 @@ __all__ = [
     "resolve_variants",
     "measure_cost",
     "run_compare",
-    "build_report_sections",
-    "register_report_section",
-    "write_report",
+    "auto_threads",
+    "PUBLISHED_NOTE",
 ]
 
 DEFAULT_VARIANTS = ("none", "se", "gc", "snl", "nl", "dnl")
@@ -88,8 +87,6 @@ def default_config(full: bool = False, **changes) -> TrainConfig:
 
 def resolve_variants(requested: str | list[str] | None) -> tuple[list[str], list[str]]:
     """``(to_run, skipped)``: requested block names that are registered (``none`` always is)."""
-    from ..layers import list_blocks
-
     if requested is None:
         names = list(DEFAULT_VARIANTS)
         explicit = False
@@ -105,25 +102,14 @@ def resolve_variants(requested: str | list[str] | None) -> tuple[list[str], list
 
 
 def measure_cost(model: nn.Module, input_shape: tuple[int, ...], *, latency_runs: int = 20) -> dict:
-    """Parameters, MACs of one image (FlopCounterMode: conv/matmul only) and median CPU latency (ms)
-    of a batch of one in eval mode."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    model = model.eval()
-    x = torch.randn(1, *input_shape)
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        model(x)
-    times = []
-    with torch.inference_mode():
-        for i in range(latency_runs + 3):
-            t0 = time.perf_counter()
-            model(x)
-            if i >= 3:
-                times.append((time.perf_counter() - t0) * 1e3)
+    """Parameters, MACs of one image (conv/matmul, :func:`globalctx.bench.profile`) and median
+    latency (ms) of a batch of one in eval mode, on the model's device (``latency_runs=0``: no
+    timing, latency ``nan``)."""
+    r = profile(model, (1, *input_shape), runs=max(latency_runs, 1), warmup=3 if latency_runs else 0, memory=())
     return {
-        "params": sum(p.numel() for p in model.parameters()),
-        "macs_m": fc.get_total_flops() / 2 / 1e6,
-        "latency_ms": statistics.median(times) if times else float("nan"),
+        "params": r["params"],
+        "macs_m": r["macs"] / 1e6,
+        "latency_ms": r["latency_ms"] if latency_runs else float("nan"),
     }
 
 
@@ -131,8 +117,6 @@ def auto_threads() -> tuple[int | None, str]:
     """One intra-op thread when the machine is already busy (1-minute load average above the core
     count): small convolutions then run several times faster than with threads that wait on each
     other. ``(None, reason)`` keeps torch's default."""
-    import os
-
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:
         load = os.getloadavg()[0]
@@ -160,25 +144,9 @@ class CompareContext:
     environment: dict[str, str] = field(default_factory=dict)
 
 
-_EXTRA_SECTIONS: list[Callable[[CompareContext], tuple[str, str] | None]] = []
-
-
-def register_report_section(fn: Callable[[CompareContext], tuple[str, str] | None]):
-    """Append ``fn(ctx) -> (title, markdown) | None`` to every compare report (usable as a decorator)."""
-    _EXTRA_SECTIONS.append(fn)
-    return fn
-
-
 def _environment() -> dict[str, str]:
-    import platform
-
-    return {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(),
-        "cores": str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()),
-        "threads": str(torch.get_num_threads()),
-    }
+    info = machine_info()
+    return {k: info[k] for k in ("torch", "python", "cpu", "cores", "threads")}
 
 
 def run_compare(
@@ -189,10 +157,12 @@ def run_compare(
     out_root: str | Path = "runs",
     latency: bool = True,
     log: Callable[[str], None] | None = None,
+    sections: Sequence[Callable[[CompareContext], tuple[str, str] | None]] = (),
 ) -> CompareContext:
     """Train ``base`` once per variant (``attn``), all with the same seed and data order, into
-    ``out_dir/<variant>/``; then write ``results.csv``, ``curves.png`` and ``report.md``."""
-    from .loop import fit
+    ``out_dir/<variant>/``; then write ``results.csv``, ``curves.png`` and ``report.md``
+    (:func:`globalctx.compare.report.write_report`, with the extra ``sections``)."""
+    from .report import write_report
 
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     names, skipped = resolve_variants(variants)
@@ -224,8 +194,6 @@ def run_compare(
     if int(os.environ.get("RANK", "0")) != 0:
         return ctx  # under torchrun only rank 0 measures and writes the report
 
-    from .checkpoint import build_model
-
     base_acc = results[names[0]]["val_acc"] if names[0] == "none" else None
     threads = torch.get_num_threads()
     torch.set_num_threads(base.threads or threads)  # latency with the threads used for training
@@ -253,68 +221,5 @@ def run_compare(
             }
         )
     torch.set_num_threads(threads)
-    write_report(ctx)
+    write_report(ctx, sections=sections)
     return ctx
-
-
-# ----------------------------------------------------------------------------- report
-def build_report_sections(ctx: CompareContext) -> list[tuple[str, str]]:
-    """The report as ``(title, markdown)`` sections: settings, results table, curves, context, then
-    every section registered with :func:`register_report_section`."""
-    from .report import curves_section, results_table, settings_section
-
-    sections = [
-        ("Settings", settings_section(ctx)),
-        ("Results", results_table(ctx.rows) + "\n\n" + _result_notes(ctx)),
-    ]
-    if ctx.figures:
-        sections.append(("Curves", curves_section(ctx)))
-    sections.append(("Context", PUBLISHED_NOTE))
-    for fn in _EXTRA_SECTIONS:
-        try:
-            sec = fn(ctx)
-        except Exception as e:  # a broken extra section must not lose the trained results
-            sec = (getattr(fn, "__name__", "extra section"), f"(this section failed: {type(e).__name__}: {e})")
-        if sec is not None:
-            sections.append(sec)
-    return sections
-
-
-def _result_notes(ctx: CompareContext) -> str:
-    n = ctx.rows[0].get("val_n") if ctx.rows else None
-    notes = [
-        f"top-1: accuracy after the last epoch on {n} test images; delta: percentage points vs `none`.",
-        "MACs: one 28x28 image, conv/matmul only (torch FlopCounterMode / 2). latency: median of 20 "
-        f"batch-1 forwards on CPU ({ctx.environment.get('threads')} threads). train time: the training "
-        "epochs only (no evaluation), wall clock.",
-        f"Total wall time of all training runs: {ctx.wall_time_s / 60:.1f} min.",
-    ]
-    if ctx.skipped:
-        notes.append(f"Not registered in this build (skipped): {', '.join(ctx.skipped)}.")
-    return "\n".join(f"- {s}" for s in notes)
-
-
-def write_report(ctx: CompareContext) -> Path:
-    """Write results.csv, curves.png (when matplotlib is available) and report.md into ``ctx.out_dir``."""
-    from .report import plot_curves, write_csv
-
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(ctx.out_dir / "results.csv", ctx.rows)
-    try:
-        ctx.figures = [p.name for p in plot_curves(ctx.histories, ctx.out_dir)]
-    except ImportError:
-        ctx.figures = []
-    body = [f"# Block comparison ({ctx.started})\n"]
-    for title, md in build_report_sections(ctx):
-        body.append(f"## {title}\n\n{md.rstrip()}\n")
-    path = ctx.out_dir / "report.md"
-    path.write_text("\n".join(body))
-    return path
-
-
-@register_report_section
-def _attention_analysis(ctx: CompareContext) -> tuple[str, str] | None:
-    """GCNet's query-independence statistics and attention figures of the NL/DNL/GC/SNL variants."""
-    from ..analysis import compare_section
-
-    return compare_section(ctx)

@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import globalctx  # noqa: F401  (registers the presets)
+from globalctx.bench import time_cases
 from globalctx.layers import create_block
 
 SHAPES = [(8, 256, 56, 56), (8, 512, 28, 28), (8, 1024, 14, 14), (8, 2048, 7, 7)]
@@ -107,19 +107,10 @@ def _gemm_floor(name: str, blk, x: torch.Tensor):
 CLOCK = time.perf_counter
 
 
-def _time_round(fns: dict, rounds: int, warmup: int = 1) -> dict[str, float]:
-    times = {k: [] for k in fns}
-    names = list(fns)
-    for _ in range(warmup):
-        for k in names:
-            fns[k]()
-    for r in range(rounds):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for k in order:
-            t0 = CLOCK()
-            fns[k]()
-            times[k].append((CLOCK() - t0) * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}, {k: min(v) for k, v in times.items()}
+def _time_round(fns: dict, rounds: int, warmup: int = 1) -> tuple[dict[str, float], dict[str, float]]:
+    """Median and minimum ms per callable over interleaved rounds (:func:`globalctx.bench.time_cases`)."""
+    res = time_cases(fns, runs=rounds, warmup=warmup, clock=CLOCK)
+    return {k: r["median_ms"] for k, r in res.items()}, {k: r["min_ms"] for k, r in res.items()}
 
 
 def bench(shape, name: str, rounds: int, budget_s: float) -> dict | None:

@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 
 import torch
 
 import globalctx
+from globalctx.bench import time_cases
 
 SHAPES = [(8, 256, 56, 56), (8, 512, 28, 28), (8, 1024, 14, 14), (8, 2048, 7, 7)]
 
@@ -58,19 +57,7 @@ def bench_shape(shape, rounds: int, warmup: int = 5) -> dict:
     else:
         diff = float("nan")
     fns = {k: (v if not isinstance(v, torch.nn.Module) else (lambda m=v: m(x))) for k, v in cases.items()}
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    names = list(fns)
-    with torch.inference_mode():
-        for _ in range(warmup):
-            for k in names:
-                fns[k]()
-        for r in range(rounds):
-            order = names[r % len(names):] + names[: r % len(names)]
-            for k in order:
-                t0 = time.perf_counter()
-                fns[k]()
-                times[k].append((time.perf_counter() - t0) * 1e3)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = {k: r["median_ms"] for k, r in time_cases(fns, runs=rounds, warmup=warmup).items()}
     floor = med["floor_sum"] + med["floor_clone"]
     out = {"shape": list(shape), "floor_ms": floor, "max_abs_diff_vs_mmcv": diff}
     for k, v in med.items():

@@ -27,10 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
 
@@ -130,16 +128,9 @@ def time_cases(sizes, rounds: int) -> dict:
                     "eg": (built["ours_eg"][0](x) - built["mmcv_eg"][0](x)).abs().max().item(),
                     "dot": (built["ours_dot"][0](x) - built["mmcv_dot"][0](x)).abs().max().item(),
                 }
-            samples = {c: [] for c in built}
-            names = list(built)
-            for r in range(rounds):
-                order = names[r % len(names) :] + names[: r % len(names)]
-                for c in order:
-                    fn, x = built[c]
-                    t0 = time.perf_counter()
-                    fn(x)
-                    samples[c].append((time.perf_counter() - t0) * 1e3)
-        out["ms"][side] = {c: statistics.median(v) for c, v in samples.items()}
+        calls = {c: (lambda fn=fn, x=x: fn(x)) for c, (fn, x) in built.items()}
+        res = globalctx.bench.time_cases(calls, runs=rounds, warmup=0)  # warmed up above
+        out["ms"][side] = {c: r["median_ms"] for c, r in res.items()}
         print(f"  {side}x{side}: " + ", ".join(f"{c} {v:.2f}" for c, v in out["ms"][side].items()), flush=True)
         del built
     return out

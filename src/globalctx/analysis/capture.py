@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-__all__ = ["capture", "find_blocks", "block_kind", "grid_queries", "resolve_queries", "Recording"]
+__all__ = ["capture", "find_blocks", "select_blocks", "block_kind", "grid_queries", "resolve_queries", "Recording"]
 
 PAIRWISE = "pairwise"
 SHARED = "shared"
@@ -337,7 +337,8 @@ class Recording:
         return f"Recording({state}, blocks={self.blocks})"
 
 
-def _select(model: nn.Module, blocks: str | Iterable[str] | None) -> dict[str, nn.Module]:
+def select_blocks(model: nn.Module, blocks: str | Iterable[str] | None) -> dict[str, nn.Module]:
+    """The analysable blocks of ``model`` named in ``blocks`` (default all, see :func:`find_blocks`)."""
     found = find_blocks(model)
     if not found:
         raise ValueError(
@@ -379,4 +380,5 @@ def capture(
     Returns:
         a :class:`Recording`; use it as a context manager or call ``eject()``.
     """
-    return Recording(model, _select(model, blocks), queries=queries, seed=seed, record_io=record_io, to_cpu=to_cpu)
+    selected = select_blocks(model, blocks)
+    return Recording(model, selected, queries=queries, seed=seed, record_io=record_io, to_cpu=to_cpu)

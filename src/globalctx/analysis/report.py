@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..train.checkpoint import load_model
+from ..train.checkpoint import CheckpointError, load_model, read_config
 from .capture import PAIRWISE, capture, find_blocks
-from .stats import QueryIndependence, _batches, _images_of, _model_device, fmt, query_independence
+from .stats import QueryIndependence, fmt, images_of, iter_batches, model_device, query_independence
 
 __all__ = [
     "report_section",
@@ -54,8 +54,6 @@ GCNET_READING = (
 
 
 def _config_model(run_dir) -> str | None:
-    from ..train.checkpoint import CheckpointError, read_config
-
     try:
         return read_config(run_dir)["model"].get("name")
     except (CheckpointError, AttributeError):
@@ -152,7 +150,7 @@ def analyse(
     h = "#" * max(1, int(heading_level))
     if not find_blocks(model):
         return f"{h} Analysis: {title}\n\nNo NL/DNL/GC/SNL attention blocks in this model: nothing to analyse.\n", None
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = torch.device(device) if device is not None else model_device(model)
     stats = query_independence(
         model,
         loader,
@@ -183,7 +181,7 @@ def analyse(
         out.mkdir(parents=True, exist_ok=True)
         from .plots import plot_attention, plot_statistics
 
-        first = _images_of(next(iter(_batches(loader))))[:images]
+        first = images_of(next(iter(iter_batches(loader))))[:images]
         was_training = model.training
         model.eval()
         try:

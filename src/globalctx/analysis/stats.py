@@ -45,9 +45,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .capture import PAIRWISE, _select, block_kind, resolve_queries
+from .capture import PAIRWISE, block_kind, resolve_queries, select_blocks
 
 __all__ = [
+    "images_of",
+    "iter_batches",
+    "model_device",
     "mean_cosine_distance",
     "mean_jsd",
     "correct_for_sampling",
@@ -336,7 +339,7 @@ class _Accumulator:
         )
 
 
-def _images_of(batch) -> torch.Tensor:
+def images_of(batch) -> torch.Tensor:
     """The image tensor of a batch: a tensor, the first tensor of a tuple/list with >= 3 dims
     (``(x, y)`` or the trainer's ``(step, x, y)``), or ``batch['image']``."""
     if torch.is_tensor(batch):
@@ -352,14 +355,15 @@ def _images_of(batch) -> torch.Tensor:
     raise ValueError(f"cannot find images in a batch of type {type(batch).__name__}")
 
 
-def _batches(loader) -> Iterable:
+def iter_batches(loader) -> Iterable:
     """``loader`` itself, or the evaluation epoch of a trainer ``BatchLoader`` (``iter_epoch``)."""
     if not hasattr(loader, "__iter__") and callable(getattr(loader, "iter_epoch", None)):
         return loader.iter_epoch(0)
     return loader
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model``'s first parameter lives (CPU for a model without parameters)."""
     for p in model.parameters():
         return p.device
     return torch.device("cpu")
@@ -404,7 +408,7 @@ def query_independence(
     """
     if not isinstance(max_queries, int) or max_queries < 2:
         raise ValueError(f"max_queries must be an int >= 2, got {max_queries!r}")
-    selected = _select(model, blocks)
+    selected = select_blocks(model, blocks)
     accs = {name: _Accumulator(name, block_kind(m)) for name, m in selected.items()}
     gens = {name: torch.Generator().manual_seed(seed) for name in selected}
 
@@ -432,15 +436,15 @@ def query_independence(
 
         return hook
 
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = torch.device(device) if device is not None else model_device(model)
     was_training = model.training
     handles = [m.register_forward_hook(make_hook(name)) for name, m in selected.items()]
     try:
         model.eval()
-        for i, batch in enumerate(_batches(loader)):
+        for i, batch in enumerate(iter_batches(loader)):
             if max_batches is not None and i >= max_batches:
                 break
-            model(_images_of(batch).to(device))
+            model(images_of(batch).to(device))
     finally:
         for h in handles:
             h.remove()

@@ -55,6 +55,7 @@ def time_cases(
     device: torch.device | str = "cpu",
     interleave: bool = True,
     on_round: Callable[[int, int], None] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, dict[str, float]]:
     """Time several zero-argument callables.
 
@@ -66,6 +67,9 @@ def time_cases(
         interleave: round-robin with a rotating order (``True``) or one case after the other.
             Default: ``True``.
         on_round: called as ``on_round(done, total)`` after each interleaved round (progress).
+        clock: seconds counter. Default: ``time.perf_counter`` (wall clock); ``time.thread_time``
+            counts only the CPU time of the calling thread (one intra-op thread), robust to other
+            processes on a shared machine.
 
     Returns:
         name -> ``{"median_ms", "min_ms", "max_ms", "mean_ms", "runs"}``.
@@ -80,10 +84,10 @@ def time_cases(
 
     def once(name: str) -> None:
         sync()
-        t0 = time.perf_counter()
+        t0 = clock()
         cases[name]()
         sync()
-        samples[name].append(time.perf_counter() - t0)
+        samples[name].append(clock() - t0)
 
     with torch.inference_mode():
         for name in names:

@@ -168,6 +168,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="RUN_DIR",
         help="continue the run in RUN_DIR from its last checkpoint; flags not given keep the run's values",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write a new run into a non-empty --out, replacing the run files there (config.json, last.*, best.*, "
+        "log.csv); without it such a directory is refused",
+    )
     add_trust_model_code(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.set_defaults(func=run)
@@ -185,6 +191,8 @@ def add_trust_model_code(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     changes = config_changes(args)
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues a run and --overwrite replaces one; give one of them")
     if args.resume:
         saved = ckpt.read_config(args.resume)["train"]
         saved["max_steps"] = None  # a stop at max_steps is not carried into the continuation
@@ -195,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = TrainConfig(**changes)
     resolve_device(cfg.device)  # an unusable device fails before any file is written
     maybe_download(args, cfg)
-    result = fit(cfg, resume=args.resume, trust_model_code=args.trust_model_code)
+    result = fit(cfg, resume=args.resume, trust_model_code=args.trust_model_code, overwrite=args.overwrite)
     main = int(os.environ.get("RANK", "0")) == 0
     if args.json and main:
         print(json.dumps({k: v for k, v in result.items() if k != "config"}, default=str))

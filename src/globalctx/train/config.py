@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +95,14 @@ class TrainConfig:
             raise ValueError(f"in_chans must be 1, 3 or None (from the data), got {self.in_chans!r}")
         if self.workers is not None and self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
+        for name in ("lr", "momentum", "weight_decay", "warmup_epochs", "gamma", "label_smoothing", "dist_timeout"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+        if not self.gamma > 0:
+            raise ValueError(f"gamma must be > 0 (the step schedule multiplies the learning rate by it), got {self.gamma}")
+        if not self.dist_timeout > 0:
+            raise ValueError(f"dist_timeout must be > 0 seconds, got {self.dist_timeout}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.weight_decay < 0 or not 0 <= self.momentum < 1:

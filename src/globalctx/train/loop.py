@@ -212,9 +212,22 @@ def model_spec(cfg: TrainConfig, num_classes: int, in_chans: int) -> dict:
     return {"name": cfg.model, "kwargs": kwargs}
 
 
-def _prepare_out(out: Path, resume: bool) -> None:
-    if not resume and (out / ckpt.CONFIG_NAME).exists():
-        raise TrainError(f"{out} already holds a run; pass --resume {out} to continue it, or choose another --out")
+# the files a run writes into its directory (``overwrite=True`` removes them before a new run)
+RUN_FILES = (ckpt.CONFIG_NAME, "last.safetensors", "last.state.pt", "best.safetensors", "log.csv")
+
+
+def _prepare_out(out: Path, resume: bool, overwrite: bool = False) -> None:
+    """Create (or check) the run directory. A new run refuses a directory that is not empty unless
+    ``overwrite``: it may hold another run or the user's own files."""
+    if not resume and out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            what = "already holds a run" if (out / ckpt.CONFIG_NAME).exists() else "is not empty and holds no run"
+            raise TrainError(
+                f"{out} {what}; pass --resume {out} to continue a run there, --overwrite to replace the run files "
+                f"in it ({', '.join(RUN_FILES)}), or choose another --out"
+            )
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{os.getpid()}"
@@ -310,8 +323,13 @@ def fit(
     resume: str | os.PathLike | None = None,
     log: Callable[[str], None] | None = None,
     trust_model_code: bool = False,
+    overwrite: bool = False,
 ) -> dict:
     """Train ``cfg`` (or continue the run in ``resume``); returns a summary dict.
+
+    A new run refuses a ``cfg.out`` that is not empty unless ``overwrite=True`` (which replaces
+    the run files there, :data:`RUN_FILES`). Resuming a run killed before its first checkpoint
+    starts it from the beginning.
 
     A resumed run whose ``config.json`` names its model as an import path
     (``package.module:callable``) is refused unless ``trust_model_code=True``: continuing a run
@@ -325,25 +343,28 @@ def fit(
     threads = torch.get_num_threads()
     try:
         log = log or (lambda s: print(s, file=sys.stderr, flush=True))
-        return _fit(cfg, info, device, resume, log, trust_model_code)
+        return _fit(cfg, info, device, resume, log, trust_model_code, overwrite)
     finally:
         torch.set_num_threads(threads)  # cfg.threads applies to this run only
         cleanup()
 
 
-def _fit(cfg: TrainConfig, info: DistInfo, device: torch.device, resume, log, trust_model_code: bool) -> dict:
+def _fit(
+    cfg: TrainConfig, info: DistInfo, device: torch.device, resume, log, trust_model_code: bool, overwrite: bool
+) -> dict:
     _setup_numerics(cfg)
     out = Path(resume) if resume is not None else Path(cfg.out)
     saved = _read_resume(cfg, out, trust_model_code) if resume is not None else None
-    if saved is not None:
+    if resume is not None:
         cfg = cfg.replace(out=str(out))
     if info.is_main:
-        _prepare_out(out, resume is not None)
+        _prepare_out(out, resume is not None, overwrite)
     barrier()
     job = _build(cfg, info, device, out)
     rs = RunState() if saved is None else _restore(job, saved)
-    if saved is not None and info.is_main:
-        log(f"resuming {out} at epoch {rs.epoch + 1}/{cfg.epochs}, step {rs.step}/{job.steps}")
+    if resume is not None and info.is_main:
+        where = f"at epoch {rs.epoch + 1}/{cfg.epochs}, step {rs.step}/{job.steps}"
+        log(f"resuming {out} {where}" if saved else f"{out} has no checkpoint yet; starting it from the beginning")
     if info.is_main:
         ckpt.write_config(out, job.config)  # on resume: same model and data, possibly new epochs/lr
     _wrap(job)
@@ -376,8 +397,9 @@ def _fit(cfg: TrainConfig, info: DistInfo, device: torch.device, resume, log, tr
 
 
 # ----------------------------------------------------------------------------- restore / build / save
-def _read_resume(cfg: TrainConfig, out: Path, trust_model_code: bool) -> dict:
-    """The saved training state of the run in ``out``, after checking ``cfg`` may continue it."""
+def _read_resume(cfg: TrainConfig, out: Path, trust_model_code: bool) -> dict | None:
+    """The saved training state of the run in ``out``, after checking ``cfg`` may continue it;
+    ``None`` for a run stopped before its first checkpoint (neither ``last.*`` file written)."""
     saved = ckpt.read_config(out)
     if not trust_model_code:
         ckpt.refuse_model_code(saved["model"], out / ckpt.CONFIG_NAME)
@@ -388,7 +410,17 @@ def _read_resume(cfg: TrainConfig, out: Path, trust_model_code: bool) -> dict:
             f"--resume {out}: {', '.join(f'{k}={getattr(cfg, k)!r} (run has {old[k]!r})' for k in changed)} "
             "differ from the run being resumed; drop those flags or start a new --out"
         )
-    return ckpt.load_state(out / "last.state.pt")
+    if not (out / "last.state.pt").exists() and not (out / "last.safetensors").exists():
+        return None
+    state = ckpt.load_state(out / "last.state.pt")
+    done, partial = int(state.get("epoch", 0)), int(state.get("step", 0)) > 0
+    if cfg.epochs < done + partial:
+        raise TrainError(
+            f"--resume {out}: --epochs {cfg.epochs} is fewer than the run has done ({done} epochs"
+            + (" and part of the next" if partial else "")
+            + f"); give --epochs {done + partial} or more, or start a new --out"
+        )
+    return state
 
 
 def _build(cfg: TrainConfig, info: DistInfo, device: torch.device, out: Path) -> _Job:

@@ -100,7 +100,7 @@ class TrainConfig:
             if not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ValueError(f"{name} must be a finite number, got {v!r}")
         if not self.gamma > 0:
-            raise ValueError(f"gamma must be > 0 (the step schedule multiplies the learning rate by it), got {self.gamma}")
+            raise ValueError(f"gamma must be > 0 (the step schedule multiplies the lr by it), got {self.gamma}")
         if not self.dist_timeout > 0:
             raise ValueError(f"dist_timeout must be > 0 seconds, got {self.dist_timeout}")
         if not self.lr > 0:

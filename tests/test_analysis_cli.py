@@ -14,7 +14,6 @@ from globalctx.analysis import report_section
 pytest.importorskip("matplotlib", reason="the command writes figures with matplotlib")
 pytest.importorskip("safetensors", reason="checkpoints are safetensors files")
 pytest.importorskip("PIL", reason="the image-folder dataset is decoded with Pillow")
-pytest.importorskip("globalctx.train.loop", reason="the command loads checkpoints written by globalctx.train")
 
 
 def _image_folder(root, n=4, size=16):

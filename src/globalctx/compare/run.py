@@ -178,7 +178,7 @@ def run_compare(
     ctx = CompareContext(out, base, names, skipped, started=stamp, environment=_environment())
     ctx.environment["threads"] = str(base.threads or torch.get_num_threads())
     if skipped:
-        log(f"not registered in this build, skipped: {', '.join(skipped)}")
+        log(f"not registered, skipped: {', '.join(skipped)}")
     t_start = time.perf_counter()
     results: dict[str, dict] = {}
     for i, v in enumerate(names):

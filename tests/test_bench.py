@@ -13,7 +13,7 @@ from torch import nn
 import globalctx
 from globalctx.bench import count_flops, count_params, profile
 from globalctx.bench.counting import Gemm
-from globalctx.bench.floors import _sliced, gemm_floor_fn, memory_floor_fn
+from globalctx.bench.floors import gemm_floor_fn, memory_floor_fn, sliced_gemm
 from globalctx.bench.latency import set_threads, time_cases
 from globalctx.bench.memory import alloc_peak, rss_peak
 from globalctx.bench.report import COLUMNS
@@ -237,7 +237,7 @@ def test_floors():
     s, c = memory_floor_fn(x)()
     assert torch.equal(s, x.sum((2, 3))) and torch.equal(c, x) and c.data_ptr() != x.data_ptr()
     g = Gemm(2, 1000, 8, 1000)
-    sub, scale = _sliced(g, max_bytes=40_000, itemsize=4)
+    sub, scale = sliced_gemm(g, max_bytes=40_000, itemsize=4)
     assert sub.n == g.n and sub.k == g.k and sub.m * sub.n * 4 <= 40_000
     assert scale * sub.flops == g.flops
     fn, scale = gemm_floor_fn([g, Gemm(1, 3, 4, 5)], max_bytes=40_000)

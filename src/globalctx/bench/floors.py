@@ -29,7 +29,7 @@ import torch
 
 from .counting import Gemm
 
-__all__ = ["memory_floor_fn", "gemm_floor_fn"]
+__all__ = ["memory_floor_fn", "gemm_floor_fn", "sliced_gemm"]
 
 
 def memory_floor_fn(x: torch.Tensor) -> Callable[[], object]:
@@ -42,7 +42,7 @@ def memory_floor_fn(x: torch.Tensor) -> Callable[[], object]:
     return run
 
 
-def _sliced(g: Gemm, max_bytes: int, itemsize: int) -> tuple[Gemm, float]:
+def sliced_gemm(g: Gemm, max_bytes: int, itemsize: int) -> tuple[Gemm, float]:
     """A smaller GEMM of the same k, n whose output fits ``max_bytes``, and the FLOP scale."""
     per_row = g.n * itemsize
     rows_total = g.batch * g.m
@@ -72,7 +72,7 @@ def gemm_floor_fn(
     plans = []
     total = run_flops = 0
     for g in gemms:
-        sub, _ = _sliced(g, max_bytes, itemsize)
+        sub, _ = sliced_gemm(g, max_bytes, itemsize)
         a = torch.randn(sub.batch, sub.m, sub.k, device=device, dtype=dtype)
         b = torch.randn(sub.batch, sub.k, sub.n, device=device, dtype=dtype)
         out = torch.empty(sub.batch, sub.m, sub.n, device=device, dtype=dtype)

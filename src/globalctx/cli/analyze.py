@@ -14,8 +14,7 @@ from pathlib import Path
 from ..analysis.report import analyse, eval_batches
 from ..device import resolve_device
 from ..train.checkpoint import CheckpointError, load_model
-from .flags import add_batch_size, add_device, number, positive_int
-from .train import add_trust_model_code
+from .flags import add_batch_size, add_device, add_trust_model_code, number, positive_int
 
 __all__ = ["add_parser", "run"]
 

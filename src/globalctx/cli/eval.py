@@ -12,8 +12,7 @@ import argparse
 import json
 
 from ..train.evaluation import evaluate_checkpoint
-from .flags import add_batch_size, add_device, positive_int
-from .train import add_trust_model_code
+from .flags import add_batch_size, add_device, add_trust_model_code, positive_int
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ __all__ = [
     "add_batch_size",
     "add_device",
     "add_threads",
+    "add_trust_model_code",
     "device_name",
     "int_list",
     "number",
@@ -107,6 +108,16 @@ def add_batch_size(p, *, default, help: str) -> None:
 
 def add_threads(p, *, default=None, help: str = "torch intra-op threads (default: torch's choice)") -> None:
     p.add_argument("--threads", type=positive_int, default=default, help=help)
+
+
+def add_trust_model_code(p: argparse.ArgumentParser) -> None:
+    """``--trust-model-code``: the deliberate way to open a file that names its model as code."""
+    p.add_argument(
+        "--trust-model-code",
+        action="store_true",
+        help="allow a run or checkpoint whose config names its model as package.module:callable: that code is "
+        "imported and called (only for files you trust; registered model names need no flag)",
+    )
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

@@ -20,7 +20,7 @@ from ..train import checkpoint as ckpt
 from ..train.config import TrainConfig
 from ..train.data import DataError, download_fashion_mnist, find_fashion_mnist, parse_data_spec
 from ..train.loop import fit
-from .flags import add_batch_size, add_device, add_threads, number, positive_int
+from .flags import add_batch_size, add_device, add_threads, add_trust_model_code, number, positive_int
 
 S = argparse.SUPPRESS  # flags not given keep the config's value (the default, or the resumed run's)
 non_negative = number(float, low=0)
@@ -180,15 +180,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def add_trust_model_code(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--trust-model-code",
-        action="store_true",
-        help="allow a run or checkpoint whose config names its model as package.module:callable: that code is "
-        "imported and called (only for files you trust; registered model names need no flag)",
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     changes = config_changes(args)
     if args.resume and args.overwrite:
@@ -217,4 +208,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_parser", "run", "add_train_arguments", "add_trust_model_code", "config_changes", "maybe_download"]
+__all__ = ["add_parser", "run", "add_train_arguments", "config_changes", "maybe_download"]

@@ -216,16 +216,20 @@ def model_spec(cfg: TrainConfig, num_classes: int, in_chans: int) -> dict:
 RUN_FILES = (ckpt.CONFIG_NAME, "last.safetensors", "last.state.pt", "best.safetensors", "log.csv")
 
 
+def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """A new run refuses a directory that is not empty unless ``overwrite``: it may hold another run
+    or the user's own files. (Read-only: every rank checks, so every rank raises the same error.)"""
+    if not resume and not overwrite and out.is_dir() and any(out.iterdir()):
+        what = "already holds a run" if (out / ckpt.CONFIG_NAME).exists() else "is not empty and holds no run"
+        raise TrainError(
+            f"{out} {what}; pass --resume {out} to continue a run there, --overwrite to replace the run files "
+            f"in it ({', '.join(RUN_FILES)}), or choose another --out"
+        )
+
+
 def _prepare_out(out: Path, resume: bool, overwrite: bool = False) -> None:
-    """Create (or check) the run directory. A new run refuses a directory that is not empty unless
-    ``overwrite``: it may hold another run or the user's own files."""
-    if not resume and out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            what = "already holds a run" if (out / ckpt.CONFIG_NAME).exists() else "is not empty and holds no run"
-            raise TrainError(
-                f"{out} {what}; pass --resume {out} to continue a run there, --overwrite to replace the run files "
-                f"in it ({', '.join(RUN_FILES)}), or choose another --out"
-            )
+    """Create the run directory (rank 0); with ``overwrite``, remove a previous run's files first."""
+    if overwrite and not resume:
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
     try:
@@ -357,6 +361,7 @@ def _fit(
     saved = _read_resume(cfg, out, trust_model_code) if resume is not None else None
     if resume is not None:
         cfg = cfg.replace(out=str(out))
+    _check_out(out, resume is not None, overwrite)
     if info.is_main:
         _prepare_out(out, resume is not None, overwrite)
     barrier()

@@ -103,7 +103,9 @@ def test_placements_equal_hand_built_ones():
     assert same_variant("gc(rd_ratio=1/4)@after_add", [Placement("gc", stages=(2, 3, 4), position="after_add",
                                                                  rd_ratio=0.25)])  # fmt: skip
     assert not same_variant("gc", "gc(rd_ratio=1/16)")  # explicit options are kept as given
-    assert format_variant([Placement("nl", stages=(3,), position="after_add", blocks=(-2,))]) == "nl@stages=3@indices=-2"
+    assert (
+        format_variant([Placement("nl", stages=(3,), position="after_add", blocks=(-2,))]) == "nl@stages=3@indices=-2"
+    )
 
 
 @pytest.mark.parametrize("spec,message", [
@@ -180,7 +182,8 @@ def test_check_variant_reports_bad_values():
 
 
 @pytest.mark.parametrize("spec,label", [
-    ("none", "baseline"), ("gc", "GC"), ("gc(rd_ratio=1/4)", "GC (rd_ratio=1/4)"), ("gc@after_add", "GC, after the add"),
+    ("none", "baseline"), ("gc", "GC"), ("gc(rd_ratio=1/4)", "GC (rd_ratio=1/4)"),
+    ("gc@after_add", "GC, after the add"),
     ("gc@stages=4", "GC, stage 4"), ("gc@stages=1-4", "GC, stages 1-4"), ("gc@stages=3,4", "GC, stages 3,4"),
     ("nl@stages=3+gc", "NL, stage 3 + GC"), ("nl@stages=3@indices=-2", "NL, stage 3, index -2"),
     ("gsop@every=1", "GSOP, every block"), ("gct@after_add", "GCT, after the add, no stem"),
@@ -212,7 +215,11 @@ def test_grammar_is_in_the_docstring():
 
 def test_split_variants():
     assert split_variants("none gc(rd_ratio=1/4)  nl@stages=3,4;gc@after_add") == [
-        "none", "gc(rd_ratio=1/4)", "nl@stages=3,4", "gc@after_add"]
+        "none",
+        "gc(rd_ratio=1/4)",
+        "nl@stages=3,4",
+        "gc@after_add",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,7 +245,10 @@ def test_presets_expand_to_the_documented_lists():
         "block design (one block, last residual block of c4)", "position (GC r16, c3-c5)", "stages (GC r16)",
         "bottleneck design (c3-c5)", "pooling x fusion (GC r16, c3-c5)"]  # fmt: skip
     assert get_preset("nl-ablation").groups() == [
-        "pairwise function (1 block, res4)", "stage of 1 block", "number of blocks"]
+        "pairwise function (1 block, res4)",
+        "stage of 1 block",
+        "number of blocks",
+    ]
     with pytest.raises(ValueError, match="unknown preset 'gc'; presets: gcnet-ablation, nl-ablation"):
         get_preset("gc")
     with pytest.raises(ValueError, match="has no group"):

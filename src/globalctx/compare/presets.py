@@ -49,7 +49,9 @@ class PaperFigure:
         return round(self.value - self.baseline, 6)
 
     def text(self) -> str:
-        """``"39.4 (+2.2 vs 37.2), COCO box AP"``."""
+        """``"39.4 (+2.2 vs 37.2), COCO box AP"``; ``"37.2 (baseline), COCO box AP"`` for a baseline."""
+        if self.value == self.baseline:
+            return f"{self.value:g} (baseline), {self.metric}"
         return f"{self.value:g} ({self.delta:+.1f} vs {self.baseline:g}), {self.metric}"
 
     def to_dict(self) -> dict:

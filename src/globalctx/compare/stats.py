@@ -320,7 +320,9 @@ class Summary:
         for d in self.differences:
             if d.variant == name:
                 return d
-        raise ValueError(f"no paired difference for {name!r}; compared: {', '.join(d.variant for d in self.differences)}")
+        raise ValueError(
+            f"no paired difference for {name!r}; compared: {', '.join(d.variant for d in self.differences)}"
+        )
 
     def to_dict(self) -> dict:
         return {"baseline": self.baseline, "confidence": self.confidence, "n_test": self.n_test,

@@ -48,7 +48,7 @@ import re
 import typing
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache
 
 from ..layers import get_block, list_blocks
 from ..models import Placement, default_placement
@@ -108,7 +108,7 @@ def placement_fields(p: Placement) -> dict:
 # Blocks and their options
 
 
-@lru_cache(maxsize=None)
+@cache
 def block_options(name: str) -> tuple[str, ...]:
     """The option names a spec may give block ``name`` (its constructor's keywords; for a
     constructor taking ``**options``, those of the class it returns), sorted."""
@@ -477,8 +477,14 @@ def format_variant(variant) -> str:
     return "+".join(_format_one(p) for p in ps)
 
 
-_POSITION_WORDS = {"before_add": "before the add", "after_add": "after the add", "before_conv": "before every conv",
-                   "after_conv1": "after conv1", "after_conv2": "after conv2", "after_conv3": "after conv3"}  # fmt: skip
+_POSITION_WORDS = {
+    "before_add": "before the add",
+    "after_add": "after the add",
+    "before_conv": "before every conv",
+    "after_conv1": "after conv1",
+    "after_conv2": "after conv2",
+    "after_conv3": "after conv3",
+}
 
 
 def _stage_words(stages: Sequence[int]) -> str:

@@ -111,3 +111,12 @@ def test_docs_examples_run(capsys):
     for code in blocks:  # the blocks build on each other, as a reader runs them
         exec(compile(code, "docs/compare.md", "exec"), namespace)
     assert "gc is better than none by +1.17 pp" in capsys.readouterr().out
+
+
+def test_no_shared_seeds_and_a_single_seed_baseline():
+    s = summarize({"none": {0: 0.80}, "gc": {1: 0.81, 2: 0.82}, "se": {0: 0.79, 1: 0.8}})
+    r = build_reading(s)
+    assert r.resolved == () and r.resolvable_delta is None
+    assert "gc (no shared seeds)" in r.text() and "se (-1.00 pp, n=1: no interval)" in r.text()
+    assert "Not every variant has all seeds: none (n=1)." in r.text()
+    assert r.groups == (("none", "gc", "se"),)  # the baseline has no interval: nothing is ordered

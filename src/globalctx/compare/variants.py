@@ -67,9 +67,15 @@ __all__ = [
     "split_variants",
     "make_placement",
     "placement_fields",
+    "parse_value",
+    "format_value",
 ]
 
-GRAMMAR = __doc__.split("Grammar::\n\n", 1)[1].split("\n\nExamples::", 1)[0]
+GRAMMAR = (
+    __doc__.split("Grammar::\n\n", 1)[1].split("\n\nExamples::", 1)[0]
+    if __doc__ and "Grammar::" in __doc__
+    else "(the grammar is in the docstring of globalctx.compare.variants, which python -OO strips)"
+)
 BASELINE = "none"
 PLACEMENT_KEYS = ("stages", "indices", "every", "offset", "position", "stem")
 _NOT_OPTIONS = ("channels", "device", "dtype", "self")

@@ -29,7 +29,7 @@ SPECS = [
     "none", "gc", "gc(pooling=avg)", "gc(fusion=mul)", "gc(rd_ratio=1/4)", "gc@after_add", "gc@stages=4",
     "gc@stages=3,4", "gc@stages=2-4", "gc@stages=c3-c5", "gc@stages=res4", "nl@indices=-1", "nl@stages=3+gc",
     "nl@stages=3@indices=-2@after_add", "nl(pairwise=dot_product,subsample=true)@stages=1-2@every=1",
-    "dnl@after_add", "dnl@stages=4", "dnl@indices=3:-1;4:0,-1", "gct@after_add", "gct@before_conv@stem=false",
+    "dnl@after_add", "dnl@stages=4", "dnl@indices=3:-1/4:0,-1", "gct@after_add", "gct@before_conv@stem=false",
     "gsop@every=1", "se(rd_ratio=0.3)@every=2@offset=0", "gc(rd_ratio=1/16,norm=false)@stages=2+snl@stages=4",
     "nl(use_scale=none)@position=after_conv1", "eca(kernel_size=5)", " gc ( rd_ratio = 1/4 ) @ stages = 3 ",
 ]  # fmt: skip
@@ -69,7 +69,7 @@ def test_parsed_fields_follow_the_default_placement():
     assert dnl["stages"] == (4,) and dnl["indices"] is None
     (dnl,) = fields("dnl@after_add")
     assert dnl["indices"] == {3: (-2,), 4: (0, -2, -1)}
-    (dnl,) = fields("dnl@indices=3:-1;4:0,-1")
+    (dnl,) = fields("dnl@indices=3:-1/4:0,-1")
     assert dnl["indices"] == {3: (-1,), 4: (0, -1)}
     (gct,) = fields("gct@after_add")
     assert gct["stem"] is False and gct["position"] == "after_add"
@@ -127,7 +127,7 @@ def test_placements_equal_hand_built_ones():
     ("gc@stages=c6", "unknown stage 'c6'"),
     ("gc@stages=4-2", "stage range '4-2' runs backwards"),
     ("gc@indices=a", "indices must be integers"),
-    ("gc@indices=3:-1;x", "per-stage indices look like"),
+    ("gc@indices=3:-1/x", "per-stage indices look like"),
     ("gc@every=two", "every must be an integer"),
     ("gc@stem=maybe", "stem must be true or false"),
     ("gc@stages=2@stages=3", "setting 'stages' given twice"),
@@ -140,6 +140,7 @@ def test_placements_equal_hand_built_ones():
     ("gc)", "')' without '('"),
     ("gc((pooling=avg))", "nested parentheses"),
     ("gc(pooling=avg)x", "text after ')'"),
+    ("gc(pooling=avg)(norm=false)", "one '(...)' of options per block"),
     ("gc@", "empty setting after '@'"),
     ("gc@@after_add", "empty setting after '@'"),
     ("gc+", "empty block around '+'"),
@@ -220,6 +221,7 @@ def test_split_variants():
         "nl@stages=3,4",
         "gc@after_add",
     ]
+    assert split_variants("dnl@indices=3:-1/4:0 gc") == ["dnl@indices=3:-1/4:0", "gc"]
 
 
 # ---------------------------------------------------------------------------------------------

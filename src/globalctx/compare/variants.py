@@ -15,7 +15,7 @@ Grammar::
     STAGES   stages 1..4 (torchvision layer1..layer4; c3..c5 = 2..4), comma-separated, ranges
              allowed: 4 | 3,4 | 2-4 | c3-c5 | res4
     INDICES  residual-block indices inside each chosen stage, negative from the end: -1 | 0,-1;
-             or per stage: 3:-2;4:0,-2,-1
+             or per stage: 3:-2/4:0,-2,-1
 
     Without "@", a block goes where its paper puts it (globalctx.models.default_placement);
     each "@" setting overrides that default. Giving stages drops a per-stage indices default;
@@ -235,10 +235,10 @@ def _indices(text: str, spec: str):
     if ":" not in text:
         return _ints(text, "indices", spec)
     out = {}
-    for group in text.split(";"):
+    for group in text.split("/"):
         stage, sep, idx = group.partition(":")
         if not sep:
-            raise ValueError(f"variant {spec!r}: per-stage indices look like 3:-2;4:0,-1, got {text!r}")
+            raise ValueError(f"variant {spec!r}: per-stage indices look like 3:-2/4:0,-1, got {text!r}")
         out[_stage(stage, spec)] = _ints(idx, "indices", spec)
     return out
 
@@ -366,6 +366,8 @@ def _parse_block(part: str, spec: str) -> Placement:
     options: dict = {}
     if paren:
         inner = opts_text[:-1]
+        if "(" in inner or ")" in inner:
+            raise ValueError(f"variant {spec!r}: one '(...)' of options per block, got {head!r}")
         if not inner:
             raise ValueError(f"variant {spec!r}: empty '()' after {name!r}; drop it or give key=value")
         valid = block_options(block)
@@ -434,7 +436,7 @@ def _where_items(f: Mapping) -> list[str]:
     items = ["stages=" + ",".join(str(s) for s in f["stages"])]
     idx = f["indices"]
     if isinstance(idx, Mapping):
-        items.append("indices=" + ";".join(f"{s}:{','.join(map(str, v))}" for s, v in sorted(idx.items())))
+        items.append("indices=" + "/".join(f"{s}:{','.join(map(str, v))}" for s, v in sorted(idx.items())))
     elif idx is not None:
         items.append("indices=" + ",".join(map(str, idx)))
     else:

@@ -37,6 +37,10 @@ __all__ = ["covpool", "GSoPChannelAttention", "copy_from_ours"]
 def covpool(x: torch.Tensor) -> torch.Tensor:
     """MPNCOV ``Covpool.forward`` (MPNCOV.py L7-19): ``y = X I_hat X^T``.
 
+    One change for float64 comparisons: the official code builds ``I_hat`` in the default dtype
+    (fp32) and then casts it to ``x.dtype`` (L15-16), which limits a float64 run to about 1e-8;
+    here ``I_hat`` is built in ``x.dtype`` (identical in fp32).
+
     Shape:
         - Input: ``[N, d, H, W]``
         - Output: ``[N, d, d]``
@@ -44,8 +48,9 @@ def covpool(x: torch.Tensor) -> torch.Tensor:
     n, d, h, w = x.shape
     m = h * w
     x = x.reshape(n, d, m)  # [N, d, M]
-    i_hat = (-1.0 / m / m) * torch.ones(m, m, device=x.device) + (1.0 / m) * torch.eye(m, m, device=x.device)
-    i_hat = i_hat.view(1, m, m).repeat(n, 1, 1).type(x.dtype)  # [N, M, M]
+    dd = {"device": x.device, "dtype": x.dtype}
+    i_hat = (-1.0 / m / m) * torch.ones(m, m, **dd) + (1.0 / m) * torch.eye(m, m, **dd)
+    i_hat = i_hat.view(1, m, m).repeat(n, 1, 1)  # [N, M, M]
     return x.bmm(i_hat).bmm(x.transpose(1, 2))  # [N, d, d]
 
 

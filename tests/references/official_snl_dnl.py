@@ -30,8 +30,10 @@ out_bn=False``):
 
 Placement: ``mmdet/models/backbones/resnet.py`` ``Bottleneck.forward`` L248-301: the block runs
 after the residual add (L280-283) and **before** the final ReLU (L285-290, L299); stride on the
-3x3 conv for ``style='pytorch'`` (L145-150). The config above puts it in ``layer3[-2]``
-(``stage_with_nlgcb=[[], [], [-2], []]``).
+3x3 conv for ``style='pytorch'`` (L145-150). The ``c4`` config above puts it in ``layer3[-2]``
+(``stage_with_nlgcb=[[], [], [-2], []]``, L15);
+``configs/dnlnet/mask_rcnn_r50_r4_nlgcb_c4c5_fpn_syncabn_4conv1fc_1x.py`` L15 adds ``layer4[-2, -1, 0]``
+(same block options).
 """
 
 from __future__ import annotations

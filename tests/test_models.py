@@ -84,8 +84,8 @@ def test_se_no_bias_equals_fcanet_count():
 def test_dnl_block_count_in_res4():
     _need("dnl")
     m = globalctx.create_model("dnl_resnet50")
-    assert n_params(m.layer3[4].attn_conv3) == 1_574_402  # §16: DNL detection config, C = 1024
-    assert isinstance(m.layer3[5].attn_conv3, nn.Identity) and not isinstance(m.layer4[1].attn_conv3, nn.Identity)
+    assert n_params(m.layer3[4].attn_pre_relu) == 1_574_402  # §16: DNL detection config, C = 1024
+    assert isinstance(m.layer3[5].attn_pre_relu, nn.Identity) and not isinstance(m.layer4[1].attn_pre_relu, nn.Identity)
 
 
 @pytest.mark.parametrize("name", globalctx.list_models())

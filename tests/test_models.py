@@ -233,8 +233,8 @@ def test_dnl_resnet50_block_between_add_and_relu():
     _need("dnl")
     m = globalctx.create_model("dnl_resnet50", num_classes=3, base_width=8).eval()
     names = [n for n, mod in m.named_modules() if getattr(mod, "_globalctx_block", False)]
-    assert names == ["layer3.4.attn_pre_relu", "layer4.0.attn_pre_relu", "layer4.1.attn_pre_relu",
-                     "layer4.2.attn_pre_relu"]  # fmt: skip  config stage_with_nlgcb=[[],[],[-2],[-2,-1,0]]
+    # official config: stage_with_nlgcb=[[], [], [-2], [-2, -1, 0]]
+    assert names == ["layer3.4.attn_pre_relu"] + [f"layer4.{i}.attn_pre_relu" for i in range(3)]
     rb = m.layer4[0]
     with torch.no_grad():
         for p in rb.attn_pre_relu.parameters():

@@ -314,14 +314,14 @@ class ResNet(HidesEmptySlots):
             raise ValueError(
                 f"need base_width >= 1, in_chans >= 1, num_classes >= 0; got {base_width}, {in_chans}, {num_classes}"
             )
-        self._dd = {"device": device, "dtype": dtype}
+        self.factory_kwargs = {"device": device, "dtype": dtype}
         self.block_type = block
         self.groups, self.width_per_group = groups, width_per_group
         self.stride_in_1x1 = stride_in_1x1
         self.inplanes = base_width
-        self._build_stem(in_chans, base_width, stem)
+        self.build_stem(in_chans, base_width, stem)
         self.layer1 = self._make_layer(base_width, layers[0])
-        self._after_layer1()
+        self.build_pool2()
         self.layer2 = self._make_layer(base_width * 2, layers[1], stride=2)
         self.layer3 = self._make_layer(base_width * 4, layers[2], stride=2)
         self.layer4 = self._make_layer(base_width * 8, layers[3], stride=last_stride)
@@ -337,8 +337,10 @@ class ResNet(HidesEmptySlots):
             self.add_placement(attn)
 
     # -- construction -------------------------------------------------------------------------
-    def _build_stem(self, in_chans: int, width: int, stem: str) -> None:
-        dd = self._dd
+    # -- hooks a subclass overrides (ResNet3d): stem, the pool after stage 1, per-block options --
+    def build_stem(self, in_chans: int, width: int, stem: str) -> None:
+        """Set ``stem_attn``, ``conv1``, ``bn1``, ``relu`` and ``maxpool``."""
+        dd = self.factory_kwargs
         self.stem_attn = nn.Identity()
         if stem == "small":
             self.conv1 = nn.Conv2d(in_chans, width, 3, stride=1, padding=1, bias=False, **dd)
@@ -349,20 +351,22 @@ class ResNet(HidesEmptySlots):
         self.bn1 = nn.BatchNorm2d(width, **dd)
         self.relu = nn.ReLU(inplace=True)
 
-    def _after_layer1(self) -> None:
+    def build_pool2(self) -> None:
+        """Set ``pool2``, run between stage 1 and stage 2 (identity in 2D)."""
         self.pool2 = nn.Identity()
 
     def _build_head(self, num_classes: int, drop_rate: float) -> None:
         self.global_pool = nn.AdaptiveAvgPool2d(1) if self.dims == 2 else nn.AdaptiveAvgPool3d(1)
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes, **self._dd) if num_classes > 0 else nn.Identity()
+        self.fc = nn.Linear(self.num_features, num_classes, **self.factory_kwargs) if num_classes > 0 else nn.Identity()
 
-    def _block_kwargs(self, stage: int, index: int) -> dict:
+    def block_kwargs(self, stage: int, index: int) -> dict:
+        """Extra residual-block options for block ``index`` of ``stage``."""
         return {}
 
     def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
-        block, dims, dd = self.block_type, self.dims, self._dd
+        block, dims, dd = self.block_type, self.dims, self.factory_kwargs
         stage = len([n for n in ("layer1", "layer2", "layer3") if hasattr(self, n)]) + 1
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
@@ -373,10 +377,10 @@ class ResNet(HidesEmptySlots):
         kw = dict(groups=self.groups, width_per_group=self.width_per_group, dims=dims, **dd)
         if self.stride_in_1x1:
             kw["stride_in_1x1"] = True
-        out = [block(self.inplanes, planes, stride=stride, downsample=downsample, **kw, **self._block_kwargs(stage, 0))]
+        out = [block(self.inplanes, planes, stride=stride, downsample=downsample, **kw, **self.block_kwargs(stage, 0))]
         self.inplanes = planes * block.expansion
         for i in range(1, blocks):
-            out.append(block(self.inplanes, planes, **kw, **self._block_kwargs(stage, i)))
+            out.append(block(self.inplanes, planes, **kw, **self.block_kwargs(stage, i)))
         return nn.Sequential(*out)
 
     def stages(self) -> list[nn.Sequential]:
@@ -411,12 +415,12 @@ class ResNet(HidesEmptySlots):
         """``[(qualified slot name, residual block or None for the stem, slot, new block)]``."""
         found = []
         if p.stem:
-            found.append(("stem_attn", None, "stem_attn", p.build(self.conv1.in_channels, **self._dd)))
+            found.append(("stem_attn", None, "stem_attn", p.build(self.conv1.in_channels, **self.factory_kwargs)))
         for s, layer in enumerate(self.stages(), start=1):
             for i in p.select(s, len(layer)):
                 rb = layer[i]
                 for slot, ch in rb.slot_channels(p.position):
-                    found.append((f"layer{s}.{i}.{slot}", rb, slot, p.build(ch, stage=s, **self._dd)))
+                    found.append((f"layer{s}.{i}.{slot}", rb, slot, p.build(ch, stage=s, **self.factory_kwargs)))
         return found
 
     def init_weights(self) -> None:

@@ -70,8 +70,8 @@ class ResNet3d(ResNet):
         self.temporal_strides = ts
         super().__init__(block, layers, **kwargs)
 
-    def _build_stem(self, in_chans: int, width: int, stem: str) -> None:
-        dd = self._dd
+    def build_stem(self, in_chans: int, width: int, stem: str) -> None:
+        dd = self.factory_kwargs
         kt = 5 if self.inflate == "i3d" else 1
         self.stem_attn = nn.Identity()
         self.conv1 = nn.Conv3d(
@@ -85,11 +85,11 @@ class ResNet3d(ResNet):
             (3, 3, 3) if st > 1 else (1, 3, 3), stride=(st, 2, 2), padding=(1 if st > 1 else 0, 1, 1)
         )
 
-    def _after_layer1(self) -> None:
+    def build_pool2(self) -> None:
         st = self.temporal_strides[2]
         self.pool2 = nn.MaxPool3d((3, 1, 1), stride=(st, 1, 1), padding=(1, 0, 0)) if st > 1 else nn.Identity()
 
-    def _block_kwargs(self, stage: int, index: int) -> dict:
+    def block_kwargs(self, stage: int, index: int) -> dict:
         return {"kt": 3 if self.inflate == "i3d" and index % 2 == 0 else 1}
 
 

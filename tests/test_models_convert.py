@@ -107,3 +107,60 @@ def test_timm_seresnet50_weights_load():
     m = globalctx.create_model("se_resnet50")
     load_resnet(m, ref.state_dict(), layout="timm")
     _same_outputs(m, ref, size=64)
+
+
+def _transposed(t):
+    return t.transpose(0, 1).contiguous()  # [C_r, C, 1, 1] -> [C, C_r, 1, 1]: same numel, wrong shape
+
+
+def test_load_resnet_checks_exact_shapes_and_reports_every_mismatch():
+    src = globalctx.create_model("se_resnet50", num_classes=4, base_width=16)
+    sd = to_layout(src, layout="timm")
+    bad = dict(sd)
+    bad["layer1.0.se.fc1.weight"] = _transposed(sd["layer1.0.se.fc1.weight"])  # [64, 4, 1, 1]
+    bad["layer2.0.conv1.weight"] = sd["layer2.0.conv1.weight"].reshape(64, -1, 1, 1)  # numel kept
+    bad["layer3.1.se.fc2.weight"] = sd["layer3.1.se.fc2.weight"].flatten(1)  # a linear weight, not the 1x1 conv
+    with pytest.raises(ValueError, match=r"mismatched .* \(3\)") as err:
+        load_resnet(globalctx.create_model("se_resnet50", num_classes=4, base_width=16), bad, layout="timm")
+    for key in ("layer1.0.se.fc1.weight [64, 4, 1, 1] (expected [4, 64, 1, 1])",
+                "layer2.0.conv1.weight [64, 32, 1, 1] (expected [32, 64, 1, 1])",
+                "layer3.1.se.fc2.weight [256, 16] (expected [256, 16, 1, 1])"):  # fmt: skip
+        assert key in str(err.value)
+    report = load_resnet(globalctx.create_model("se_resnet50", num_classes=4, base_width=16), bad, layout="timm",
+                         strict=False)  # fmt: skip
+    assert len(report["mismatched"]) == 3 and "layer1.0.attn_conv3.transform.fc1.weight" not in report["loaded"]
+
+
+def test_load_resnet_accepts_numpy_and_refuses_other_values():
+    src = _perturb(globalctx.create_model("gc_resnet50", num_classes=4, base_width=16))
+    as_numpy = {k: v.numpy() for k, v in to_layout(src, layout="timm").items()}
+    dst = globalctx.create_model("gc_resnet50", num_classes=4, base_width=16)
+    load_resnet(dst, as_numpy, layout="timm")
+    _same_outputs(src, dst)
+    as_numpy["fc.bias"] = [0.0] * 4
+    with pytest.raises(ValueError, match="fc.bias: expected a torch.Tensor or numpy array, got list"):
+        load_resnet(dst, as_numpy, layout="timm")
+
+
+def test_block_converters_check_exact_shapes():
+    convert = globalctx.convert
+    gc = globalctx.create_block("gc", 64, rd_ratio=1 / 4)
+    sd = convert.to_mmcv(gc)
+    bad = dict(sd, **{"channel_add_conv.0.weight": _transposed(sd["channel_add_conv.0.weight"]),
+                      "channel_add_conv.3.weight": _transposed(sd["channel_add_conv.3.weight"])})  # fmt: skip
+    with pytest.raises(ValueError, match=r"channel_add_conv\.0\.weight \[64, 16, 1, 1\] \(expected \[16, 64, 1, 1\]"
+                                         r".*channel_add_conv\.3\.weight"):  # fmt: skip
+        convert.from_mmcv(globalctx.create_block("gc", 64, rd_ratio=1 / 4), bad)
+    convert.from_mmcv(gc, {k: v.numpy() for k, v in sd.items()})  # numpy accepted
+    nl = globalctx.create_block("nl", 32)
+    sd = convert.to_mmcv(nl)
+    with pytest.raises(ValueError, match=r"theta\.conv\.weight \[32, 16, 1, 1\]"):
+        convert.from_mmcv(nl, dict(sd, **{"theta.conv.weight": _transposed(sd["theta.conv.weight"])}))
+    with pytest.raises(ValueError, match=r"theta\.conv\.weight \[16, 32, 1\] \(expected \[16, 32, 1, 1\]"):
+        convert.from_mmcv(nl, dict(sd, **{"theta.conv.weight": sd["theta.conv.weight"][..., 0]}))
+    if "dnl" in globalctx.list_blocks():
+        dnl = globalctx.create_block("dnl", 32)
+        sd = convert.to_official_dnl(dnl)
+        with pytest.raises(ValueError, match=r"conv_key\.weight \[32, 8, 1, 1\] \(expected \[8, 32, 1, 1\]"):
+            convert.from_official_dnl(dnl, dict(sd, **{"conv_key.weight": _transposed(sd["conv_key.weight"])}))
+        convert.from_official_dnl(dnl, convert.to_official_dnl(dnl, spatial_dims=3))  # 3D checkpoints

@@ -161,3 +161,69 @@ def test_resnext_widths_inferred():
     # ResNeXt bottleneck width = int(planes * 4 / 64) * 32
     assert m.layer1[0].attn_conv2.channels == 32 and m.layer4[0].attn_conv2.channels == 256
     assert m(torch.randn(2, 3, 64, 64)).shape == (2, 3)
+
+
+def test_attn_and_indices_names_with_old_aliases():
+    new = Placement(attn="gc", stages=(3, 4), indices={3: (-2,), 4: (0, -1)})
+    old = Placement(block="gc", stages=(3, 4), blocks={3: (-2,), 4: (0, -1)})
+    assert new.to_dict() == old.to_dict() and new.attn == old.block == "gc"
+    assert new.indices == old.blocks == {3: (-2,), 4: (0, -1)}
+    assert new.to_dict()["attn"] == "gc" and new.to_dict()["indices"] == {"3": [-2], "4": [0, -1]}
+    # a run config written with the old keys still builds the same model
+    legacy = {"block": "gc", "stages": [3], "position": "before_add", "blocks": [-2], "stem": False}
+    assert [n for n, _ in _blocks(_tiny(attn=legacy))] == ["layer3.4.attn_conv3"]
+    with pytest.raises(ValueError, match="not both"):
+        Placement("gc", block="se")
+    with pytest.raises(ValueError, match="not both"):
+        Placement("gc", indices=(0,), blocks=(1,))
+    with pytest.raises(ValueError, match="needs a block"):
+        Placement(stages=(2,))
+
+
+def test_attn_normalised_once(monkeypatch):
+    import globalctx.models.resnet as resnet
+
+    calls = []
+    real = resnet.as_placements
+
+    def counting(attn):
+        calls.append(attn)
+        return real(attn)
+
+    monkeypatch.setattr(resnet, "as_placements", counting)
+    m = globalctx.create_model("gc_resnet50", num_classes=3, base_width=8, attn=["se", Placement("snl", stages=(4,))])
+    assert len(calls) == 1
+    assert [p.name for p in m.placements] == ["gc", "se", "snl"]
+
+
+def test_add_placement_takes_every_placement_of_a_list():
+    m = _tiny()
+    added = m.add_placement([Placement("gc", stages=(4,)), Placement("se", stages=(4,), rd_ratio=1 / 4)])
+    assert len(added) == 6 and [p.name for p in m.placements] == ["gc", "se"]
+    assert [type(b).__name__ for b in m.layer4[0].attn_conv3] == ["GlobalContextBlock"] * 2
+
+
+def test_add_placement_fails_without_changing_the_model():
+    m = _tiny()
+    keys = list(m.state_dict())
+    with pytest.raises(ValueError, match="out of range"):
+        m.add_placement([Placement("gc", stages=(4,)), Placement("se", stages=(4,), indices=(7,))])
+    with pytest.raises(ValueError, match="has channels=8 but the placement needs 16"):  # stage 1 fits, stage 2 not
+        m.add_placement(Placement(globalctx.create_block("gc", 8, rd_ratio=1 / 4), position="after_conv1"))
+    assert list(m.state_dict()) == keys and not _blocks(m) and m.placements == []
+
+
+def test_after_add_before_relu_slot():
+    m = _tiny(attn=Placement("gc", stages=(4,), position="after_add_before_relu", rd_ratio=1 / 4))
+    assert [n for n, _ in _blocks(m)] == [f"layer4.{i}.attn_pre_relu" for i in range(3)]
+    assert m.layer4[0].attn_pre_relu.channels == 256
+    basic = _tiny("resnet18_small", attn=Placement("gc", stages=(1,), position="after_add_before_relu", rd_ratio=1 / 4))
+    assert basic.layer1[1].attn_pre_relu.channels == 8
+    basic(torch.randn(1, 3, 16, 16)).sum().backward()
+
+
+def test_build_in_a_dtype():
+    p = Placement("gc", rd_ratio=1 / 4)
+    assert {t.dtype for t in p.build(32, dtype=torch.float64).parameters()} == {torch.float64}
+    inst = Placement(globalctx.create_block("se", 32, rd_ratio=1 / 4))
+    assert {t.dtype for t in inst.build(32, dtype=torch.float64).parameters()} == {torch.float64}

@@ -193,3 +193,110 @@ def test_plug_identity_other_blocks(block, opts, position):
         _, added = globalctx.plug(m, block, where=r"layer4.*", position=position, **opts)
         torch.testing.assert_close(m(x), ref, rtol=0, atol=1e-5)
     assert len(added) >= 3
+
+
+def _marked(m):
+    return [n for n, mod in m.named_modules() if getattr(mod, "_globalctx_block", False)]
+
+
+def test_plug_honours_a_placement():
+    Placement = globalctx.Placement
+    m = globalctx.create_model("resnet50_small", num_classes=3, base_width=4)
+    with pytest.raises(ValueError, match="selects none of the residual blocks"):
+        globalctx.plug(m, Placement("gc", position="after_add", stages=(4,)), where=r"layer1\.0")
+    assert not _marked(m)
+    _, added = globalctx.plug(m, Placement("gc", position="after_add", stages=(4,)), where=r"layer.*")
+    assert [a.name for a in added] == [f"layer4.{i}.attn_add" for i in range(3)]
+    assert all(a.position == "after_add" for a in added)
+    _, added = globalctx.plug(m, Placement("se", stages=(2, 3), every=2, rd_ratio=1 / 4), where=r"layer.*")
+    assert [a.name for a in added] == ["layer2.1.attn_conv3", "layer2.3.attn_conv3"] + [
+        f"layer3.{i}.attn_conv3" for i in (1, 3, 5)
+    ]
+    _, added = globalctx.plug(m, Placement("gc", indices={3: (-1,)}, stages=(3,), rd_ratio=1 / 4), where=r"layer3.*")
+    assert [a.name for a in added] == ["layer3.5.attn_conv3"]
+    _, added = globalctx.plug(
+        m, Placement("gc", stages=(1, 2), stage_options={2: {"rd_ratio": 1 / 2}}, rd_ratio=1 / 4), where=r"layer[12]\.0"
+    )
+    assert [a.block.transform.fc1.out_features for a in added] == [4, 16]  # 16 * 1/4, 32 * 1/2
+
+
+def test_plug_placement_on_torchvision_layout_and_refusals():
+    Placement = globalctx.Placement
+    net = TVNet()
+    _, added = globalctx.plug(net, Placement("gc", stages=(2,), indices=(0,), rd_ratio=1 / 4), where=".*")
+    assert [a.name for a in added] == ["layer2.0.bn3.block"]
+    with pytest.raises(ValueError, match="contradicts"):
+        globalctx.plug(net, Placement("gc", position="after_add"), where="layer1.*", position="before_add")
+    with pytest.raises(ValueError, match="give block options inside the Placement"):
+        globalctx.plug(net, Placement("gc"), where="layer1.*", rd_ratio=1 / 4)
+    with pytest.raises(ValueError, match="cannot honour"):
+        globalctx.plug(net, Placement("gc", stages=(2,)), where="fc", position="after")
+    with pytest.raises(ValueError, match=r"stem=True\) cannot apply"):
+        globalctx.plug(net, Placement("se", position="before_conv", stem=True), where="layer1.*")
+    with pytest.raises(ValueError, match="not named like a ResNet block"):
+        globalctx.plug(nn.Sequential(TVBottleneck(32, 8)), Placement("gc", stages=(1,)), where="0")
+    with pytest.raises(ValueError, match="cannot be reached inside TVBottleneck"):
+        globalctx.plug(net, "gc", where="layer1.*", position="after_add_before_relu")
+    # a Placement whose selection is the default works like a plain name, even on other names
+    _, added = globalctx.plug(nn.Sequential(TVBottleneck(32, 8)), Placement("gc", rd_ratio=1 / 4), where="0")
+    assert [a.name for a in added] == ["0.bn3.block"]
+
+
+def test_plug_is_atomic():
+    m = globalctx.create_model("resnet50_small", num_classes=3, base_width=4)
+    keys = list(m.state_dict())
+    # widths 4 (layer1) fit the instance, 8 (layer2) do not: nothing may be inserted
+    inst = globalctx.create_block("gc", 4, rd_ratio=1 / 4)
+    with pytest.raises(ValueError, match="has channels=4 but the placement needs 8"):
+        globalctx.plug(m, inst, where=r"layer[12]\.0", position="after_conv1")
+    assert list(m.state_dict()) == keys and not _marked(m)
+    net = TVNet()
+    keys = list(net.state_dict())
+    with pytest.raises(TypeError):
+        globalctx.plug(net, "gc", where="layer.*", rd_ratoi=1 / 4)
+    with pytest.raises(ValueError, match="has channels=8 but the placement needs 16"):
+        globalctx.plug(net, globalctx.create_block("gc", 8, rd_ratio=1 / 4), where="layer.*", position="after_conv1")
+    assert list(net.state_dict()) == keys and not _marked(net)
+
+
+@pytest.mark.parametrize("position", ["before_add", "after_conv1", "after_add", "before_conv"])
+def test_plugged_blocks_take_the_host_mode(position):
+    net = _randomise_bn(TVNet())  # eval mode
+    x = torch.randn(2, 3, 16, 16)
+    _, added = globalctx.plug(net, "nl", where="layer2.*", position=position)
+    assert added and all(not mod.training for a in added for mod in a.block.modules())
+    before = {n: b.clone() for n, b in net.named_buffers()}
+    with torch.no_grad():
+        net(x)
+    assert all(torch.equal(before[n], b) for n, b in net.named_buffers())  # no BN statistic moved
+    ours = globalctx.create_model("resnet50_small", num_classes=3, base_width=4)  # train mode
+    _, added = globalctx.plug(ours.eval(), "srm", where=r"layer4.*")
+    assert all(not a.block.training for a in added)
+
+
+@pytest.mark.parametrize("position", ["before_add", "after_conv1", "after_add", "before_conv"])
+def test_plug_twice_into_torchvision_layout(position):
+    net = _randomise_bn(TVNet())
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        ref = net(x)
+        _, first = globalctx.plug(net, "gc", where="layer2.*", position=position)
+        _, second = globalctx.plug(net, "snl", where="layer2.*", position=position)
+        torch.testing.assert_close(net(x), ref, rtol=0, atol=1e-6)
+    assert len(first) == len(second) and [a.channels for a in first] == [a.channels for a in second]
+    modules = dict(net.named_modules())
+    assert all(modules[a.name] is a.block for a in second)  # the reported names are right
+    kept = {id(mod) for mod in net.modules()}
+    assert all(id(a.block) in kept for a in first)  # the first blocks stay (chained before the new ones)
+    with torch.no_grad():  # both blocks really run, the second after the first
+        for a in second:
+            for p in a.block.parameters():
+                p.add_(0.5)
+        assert not torch.allclose(net(x), ref)
+
+
+def test_plug_follows_the_model_dtype():
+    net = TVNet().double()
+    _, added = globalctx.plug(net, "gc", where="layer2.*", position="after_add")
+    assert all(p.dtype == torch.float64 for a in added for p in a.block.parameters())
+    assert net(torch.randn(1, 3, 16, 16, dtype=torch.float64)).dtype == torch.float64

@@ -5,7 +5,7 @@ which official GCNet checkpoints use) into a globalctx block; ``to_mmcv(block)``
 mmcv-layout state dict. Handlers for each block family register themselves below.
 """
 
-from ._registry import from_mmcv, register_mmcv, to_mmcv
+from .mmcv_dispatch import from_mmcv, register_mmcv, to_mmcv
 
 from . import mmcv_context  # noqa: E402,F401  isort: skip
 from . import mmcv_nonlocal  # noqa: E402,F401  isort: skip

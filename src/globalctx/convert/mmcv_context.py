@@ -8,18 +8,16 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..layers.context import AttnPool
-from ..layers.framework import GlobalContextBlock
-from ..layers.fusion import ScaleAddFusion, ScaleFusion
-from ..layers.transform import Bottleneck, StackedTransforms
-from ._registry import register_mmcv
+from ..layers import AttnPool, GlobalContextBlock, ScaleAddFusion, ScaleFusion, StackedTransforms
+from ..layers import Bottleneck as MlpTransform
+from .mmcv_dispatch import register_mmcv
 
 
 def _is_gc(block: nn.Module) -> bool:
     t = getattr(block, "transform", None)
     bottlenecks = t.branches if isinstance(t, StackedTransforms) else [t]
     return isinstance(block, GlobalContextBlock) and all(
-        isinstance(b, Bottleneck) and isinstance(b.norm, nn.LayerNorm) for b in bottlenecks
+        isinstance(b, MlpTransform) and isinstance(b.norm, nn.LayerNorm) for b in bottlenecks
     )
 
 

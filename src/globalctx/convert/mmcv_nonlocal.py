@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..layers.nonlocal_ import NonLocal
-from ._registry import register_mmcv
+from ..layers import NonLocal
+from .mmcv_dispatch import register_mmcv
 
 _BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 

@@ -20,8 +20,8 @@ from collections.abc import Mapping
 
 import torch
 
-from ..layers.disentangled import DisentangledNonLocal
-from ._registry import load_mapped
+from ..layers import DisentangledNonLocal
+from .mmcv_dispatch import as_tensor, load_mapped
 
 __all__ = ["from_official_dnl", "to_official_dnl"]
 
@@ -50,14 +50,28 @@ def _key_map(block: DisentangledNonLocal) -> dict[str, str]:
     return keys
 
 
-def from_official_dnl(block: DisentangledNonLocal, state_dict: Mapping[str, torch.Tensor]) -> DisentangledNonLocal:
+def from_official_dnl(
+    block: DisentangledNonLocal, state_dict: Mapping[str, torch.Tensor], *, spatial_dims: int | None = None
+) -> DisentangledNonLocal:
     """Load an official-layout DNL state dict into ``block`` (in place; returns ``block``).
 
-    Every key must match (missing / unexpected keys raise ``ValueError``); 1x1 conv weights of any
-    dimensionality are reshaped to our linear weights.
+    Every key must match and every entry have the exact official shape: our shape, and for our
+    linear weights ``[out, in]`` the 1x1 conv shape ``[out, in, 1, ...]`` with ``spatial_dims``
+    ones (default: read from ``conv_query.weight``, or ``conv_value.weight``). Missing, unexpected
+    and mis-shaped keys all raise one ``ValueError``; tensors or numpy arrays.
     """
-    load_mapped(block, state_dict, _key_map(block))
+    keys = _key_map(block)
+    if spatial_dims is None:
+        probe = next((state_dict[k] for k in ("conv_query.weight", "conv_value.weight") if k in state_dict), None)
+        spatial_dims = max(as_tensor("conv weight", probe).dim() - 2, 0) if probe is not None else 2
+    load_mapped(block, state_dict, keys, lambda k, t: _official_shape(k, t, spatial_dims))
     return block
+
+
+def _official_shape(key: str, tensor: torch.Tensor, spatial_dims: int) -> tuple:
+    if key.endswith("weight") and tensor.dim() == 2:  # linear -> 1x1 conv
+        return tuple(tensor.shape) + (1,) * spatial_dims
+    return tuple(tensor.shape)
 
 
 def to_official_dnl(block: DisentangledNonLocal, *, spatial_dims: int = 2) -> dict[str, torch.Tensor]:
@@ -66,7 +80,5 @@ def to_official_dnl(block: DisentangledNonLocal, *, spatial_dims: int = 2) -> di
     out = {}
     for k, m in _key_map(block).items():
         t = ours[k].detach().clone()
-        if k.endswith("weight") and t.dim() == 2:
-            t = t.reshape(tuple(t.shape) + (1,) * spatial_dims)
-        out[m] = t
+        out[m] = t.reshape(_official_shape(k, t, spatial_dims))
     return out

@@ -17,8 +17,10 @@ mmcv          ``layerX.Y.context_block`` (GCNet repo)     mmcv ``ContextBlock`` 
 ============  ==========================================  ======================================
 
 Only blocks in the ``before_add`` slot (``attn_conv3`` in a Bottleneck, ``attn_conv2`` in a
-BasicBlock) have a counterpart in those layouts. Every key of the source that is not used and
-every key of ours that is not found is reported, never silently dropped. Differences: timm's
+BasicBlock) have a counterpart in those layouts. Every key of the source that is not used, every
+key of ours that is not found, and every entry whose shape is not exactly the layout's (ours, or
+the 1x1 conv / ``LayerNorm([P, 1, 1])`` shape the layout stores for our linear / LayerNorm
+weights) is reported, never silently dropped or reshaped. Differences: timm's
 ``LayerNorm2d`` in GC uses ``eps=1e-6`` (ours 1e-5); timm's ``ecaresnet*`` / ``gcresnet*`` models
 use deep or tiered stems (``conv1.0`` ...), which do not match ``resnet50`` and are reported as
 unexpected keys.
@@ -31,9 +33,9 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from ..layers.context import AttnPool
-from ..layers.fusion import ScaleFusion
-from ._registry import _handler
+from ..layers import AttnPool, ScaleFusion
+from ..models.resnet import SLOT_NAMES, ResBlockBase
+from .mmcv_dispatch import as_tensor, mmcv_converter
 
 __all__ = ["resnet_key_map", "load_resnet", "to_layout", "LAYOUTS"]
 
@@ -57,14 +59,15 @@ def _timm_block_keys(block: nn.Module) -> dict[str, str]:
     return {k: k[len("transform.") :] if k.startswith("transform.") else k for k in keys}
 
 
-def _block_slots(model: nn.Module) -> dict[str, nn.Module]:
-    """{qualified slot prefix: block} for all non-empty block slots of a globalctx ResNet."""
+def _block_slots(model: nn.Module) -> dict[str, tuple[nn.Module, nn.Module]]:
+    """{qualified slot prefix: (block, residual block)} for all filled slots of a globalctx ResNet."""
     out = {}
     for name, m in model.named_modules():
-        for slot in ("attn_conv1", "attn_conv2", "attn_conv3", "attn_add", "attn_pre1", "attn_pre2", "attn_pre3",
-                     "attn_pre_down"):  # fmt: skip
-            sub = getattr(m, slot, None)
-            if isinstance(sub, nn.Module) and not isinstance(sub, nn.Identity) and hasattr(m, "num_convs"):
+        if not isinstance(m, ResBlockBase):
+            continue
+        for slot in SLOT_NAMES:
+            sub = getattr(m, slot)
+            if not isinstance(sub, nn.Identity):
                 out[f"{name}.{slot}" if name else slot] = (sub, m)
         if name == "" and not isinstance(getattr(m, "stem_attn", nn.Identity()), nn.Identity):
             out["stem_attn"] = (m.stem_attn, m)
@@ -86,13 +89,13 @@ def resnet_key_map(
     for prefix, (blk, parent) in slots.items():
         bkeys = [k for k in ours if k.startswith(prefix + ".")]
         done.update(bkeys)
-        last = f"attn_conv{getattr(parent, 'num_convs', 0)}"
+        last = f"attn_conv{parent.num_convs}"
         if layout == "torchvision" or not prefix.endswith("." + last):
             unmapped += bkeys
             continue
         base = prefix[: -len(last)] + block_name + "."
         try:
-            inner = _timm_block_keys(blk) if layout == "timm" else _handler(blk)[1](blk, 2)
+            inner = _timm_block_keys(blk) if layout == "timm" else mmcv_converter(blk)[0](blk, 2)
         except ValueError:
             unmapped += bkeys
             continue
@@ -116,10 +119,10 @@ def load_resnet(
 
     Args:
         model: a :class:`~globalctx.models.ResNet` whose architecture matches the source.
-        state_dict: the source weights.
         layout: ``'torchvision'``, ``'timm'`` or ``'mmcv'``. Default: ``'torchvision'``.
         block_name: the source's attribute holding the block (``'se'`` for timm,
             ``'context_block'`` for the GCNet repo). Default: per layout.
+        state_dict: the source weights (tensors or numpy arrays).
         strict: raise ``ValueError`` listing every missing / unexpected / mis-shaped key.
             With ``False`` the matching keys are loaded and the rest is returned. Default: ``True``.
 
@@ -136,6 +139,7 @@ def load_resnet(
     km, unmapped = resnet_key_map(model, layout=layout, block_name=block_name)
     ours = model.state_dict()
     src = dict(state_dict)
+    slots = _block_slots(model)
     missing = list(unmapped)
     mismatched, new = [], {}
     for k, t in km.items():
@@ -143,9 +147,10 @@ def load_resnet(
             if not k.endswith("num_batches_tracked"):
                 missing.append(k)
             continue
-        v = src[t]
-        if v.numel() != ours[k].numel():
-            mismatched.append(f"{k} {list(ours[k].shape)} <- {t} {list(v.shape)}")
+        v = as_tensor(t, src[t])
+        want = _layout_shape(slots, k, ours[k], layout)
+        if tuple(v.shape) != want:
+            mismatched.append(f"{k} {list(ours[k].shape)} <- {t} {list(v.shape)} (expected {list(want)})")
             continue
         new[k] = v.detach().reshape(ours[k].shape).to(ours[k].dtype)
     used = {km[k] for k in new} | {km[k] for k in km if k.endswith("num_batches_tracked")}
@@ -157,10 +162,23 @@ def load_resnet(
             f"state dict ({layout} layout) does not match {type(model).__name__}: "
             f"missing {missing[:10]}{' ...' if len(missing) > 10 else ''} ({len(missing)}), "
             f"unexpected {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''} ({len(unexpected)}), "
-            f"mismatched {mismatched[:5]} ({len(mismatched)})"
+            f"mismatched {mismatched} ({len(mismatched)})"
         )
     model.load_state_dict(new, strict=False)
     return report
+
+
+def _layout_shape(slots: dict, key: str, tensor: torch.Tensor, layout: str) -> tuple:
+    """The shape ``layout`` stores our entry ``key`` in (1x1 convs for the blocks' linear weights)."""
+    found = next(((p, blk) for p, (blk, _) in slots.items() if key.startswith(p + ".")), None)
+    if found is None:
+        return tuple(tensor.shape)
+    prefix, blk = found
+    if layout == "mmcv":
+        return tuple(mmcv_converter(blk)[1](blk, key[len(prefix) + 1 :], tensor, 2))
+    if tensor.dim() == 2:
+        return tuple(tensor.shape) + (1, 1)  # linear -> 1x1 conv (timm SE / GC)
+    return tuple(tensor.shape)
 
 
 def to_layout(model: nn.Module, *, layout: str = "torchvision", block_name: str | None = None) -> dict:
@@ -170,16 +188,5 @@ def to_layout(model: nn.Module, *, layout: str = "torchvision", block_name: str 
     if unmapped:
         raise ValueError(f"no {layout} counterpart for {unmapped[:10]} ({len(unmapped)} keys)")
     ours = model.state_dict()
-    out = {}
     slots = _block_slots(model)
-    for k, t in km.items():
-        v = ours[k].detach().clone()
-        in_block = any(k.startswith(p + ".") for p in slots)
-        if in_block and layout == "mmcv":
-            blk = next(b for p, (b, _) in slots.items() if k.startswith(p + "."))
-            inner = k.split(".attn_conv", 1)[1].split(".", 1)[1]
-            v = v.reshape(_handler(blk)[2](blk, inner, v, 2))
-        elif in_block and v.dim() == 2:
-            v = v.reshape(tuple(v.shape) + (1, 1))  # linear -> 1x1 conv (timm SE / GC)
-        out[t] = v
-    return out
+    return {t: ours[k].detach().clone().reshape(_layout_shape(slots, k, ours[k], layout)) for k, t in km.items()}

@@ -2,40 +2,37 @@
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable
 
 from torch import nn
 
+from ..registry import Registry
+
 __all__ = ["register_model", "create_model", "list_models", "get_model"]
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 
 def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: register a model constructor under ``name`` (lowercase, unique)."""
-
-    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} is already registered")
-        _MODELS[name] = fn
-        return fn
-
-    return wrap
+    return MODELS.register(name)
 
 
 def list_models(pattern: str | None = None) -> list[str]:
     """Names of the registered models, sorted; ``pattern`` is an fnmatch filter (``"*resnet50*"``)."""
-    names = sorted(_MODELS)
-    return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+    return MODELS.names(pattern)
 
 
 def get_model(name: str) -> Callable[..., nn.Module]:
     """The registered constructor for ``name``; unknown names raise ``ValueError``."""
-    try:
-        return _MODELS[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
+    return MODELS.get(name)
+
+
+def _check_count(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3, attn=None, **kwargs) -> nn.Module:
@@ -44,17 +41,26 @@ def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3, attn=
     Args:
         name: a name from :func:`list_models` (e.g. ``"resnet50"``, ``"gc_resnet50"``,
             ``"resnet18_small"``, ``"nl_c2d_resnet50"``).
-        num_classes: classifier outputs; ``0`` gives a model without a head. Default: ``1000``.
-        in_chans: input channels. Default: ``3``.
+        num_classes: classifier outputs, an int >= 0; ``0`` gives a model without a head.
+            Default: ``1000``.
+        in_chans: input channels, an int >= 1. Default: ``3``.
         attn: blocks to add on top of the model's own: a registered block name (placed at that
             block's paper-default position, see :func:`globalctx.models.default_placement`), a
             :class:`~globalctx.models.Placement`, a list of them, or ``None``. Default: ``None``.
-        **kwargs: model options (e.g. ``base_width`` for the small-input variants); a misspelled
-            option raises ``TypeError``.
+        **kwargs: model options (e.g. ``base_width`` for the small-input variants, ``device`` and
+            ``dtype`` for every parameter, the blocks' included); a misspelled option raises
+            ``TypeError``.
+
+    A ``num_classes`` / ``in_chans`` that is not an int raises ``TypeError``, one out of range
+    ``ValueError``, both naming the argument.
 
     Example::
 
         >>> import globalctx
         >>> m = globalctx.create_model("resnet18_small", num_classes=10, in_chans=1, attn="gc", base_width=16)
+        >>> m64 = globalctx.create_model("gc_resnet50", dtype=torch.float64)
     """
-    return get_model(name)(num_classes=num_classes, in_chans=in_chans, attn=attn, **kwargs)
+    fn = get_model(name)
+    _check_count("num_classes", num_classes, 0)
+    _check_count("in_chans", in_chans, 1)
+    return fn(num_classes=num_classes, in_chans=in_chans, attn=attn, **kwargs)

@@ -5,10 +5,10 @@ images, 3 for clips in :mod:`globalctx.models.resnet3d`), ``K`` classes.
 
 The layout is torchvision's (stride on the 3x3 conv, "v1.5"; keys ``conv1``, ``bn1``,
 ``layer1.0.conv1``, ``layer1.0.downsample.0``, ``fc``), so torchvision/timm ResNet weights load
-one-to-one (see :mod:`globalctx.convert.torchvision`). Inserted blocks live in extra slots of each
-residual block (``attn_conv1``, ``attn_conv2``, ``attn_conv3``, ``attn_add``, ``attn_pre1``,
-``attn_pre2``, ``attn_pre3``, ``attn_pre_down``; ``nn.Identity`` when empty) and are placed by
-:class:`~globalctx.models.Placement`.
+one-to-one (see :mod:`globalctx.convert.torchvision`); ``stride_in_1x1=True`` gives the original
+"v1" layout (stride on the first 1x1 conv) with the same keys. Inserted blocks live in the slots
+:data:`SLOT_NAMES` of each residual block (``nn.Identity`` when empty, not printed) and are placed
+by :class:`~globalctx.models.Placement`.
 """
 
 from __future__ import annotations
@@ -19,15 +19,29 @@ from torch import nn
 from .placement import Placement, as_placements, init_blocks, is_block
 from .registry import register_model
 
-__all__ = ["ResNet", "BasicBlock", "Bottleneck", "conv_nd", "norm_nd"]
+__all__ = [
+    "ResNet",
+    "ResBlockBase",
+    "BasicBlock",
+    "Bottleneck",
+    "RESNET_DEPTHS",
+    "SLOT_NAMES",
+    "build_resnet",
+    "conv_nd",
+    "norm_nd",
+]
 
-# position -> slot name(s); "before_add" and "before_conv" depend on the block type
-_SLOTS = {
+# position -> slot of a residual block; "before_add" and "before_conv" depend on the block type
+POSITION_SLOTS = {
     "after_conv1": "attn_conv1",
     "after_conv2": "attn_conv2",
     "after_conv3": "attn_conv3",
+    "after_add_before_relu": "attn_pre_relu",
     "after_add": "attn_add",
 }
+# slots before each conv ("before_conv"); attn_pre_down is before the shortcut conv
+PRE_CONV_SLOTS = ("attn_pre1", "attn_pre2", "attn_pre3", "attn_pre_down")
+SLOT_NAMES = tuple(POSITION_SLOTS.values()) + PRE_CONV_SLOTS
 
 
 def conv_nd(
@@ -49,16 +63,37 @@ def norm_nd(dims: int, channels: int, dd=None) -> nn.Module:
     return (nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d)(channels, **(dd or {}))
 
 
-class _ResBlock(nn.Module):
-    """Common slot machinery of :class:`BasicBlock` and :class:`Bottleneck`."""
+class HidesEmptySlots(nn.Module):
+    """A module whose ``repr`` leaves out its ``nn.Identity`` children (empty block slots, a
+    disabled max-pool or dropout): they compute nothing, and state-dict keys are unaffected."""
+
+    def __repr__(self) -> str:
+        lines = [
+            f"({name}): " + repr(m).replace("\n", "\n  ")
+            for name, m in self._modules.items()
+            if m is not None and not isinstance(m, nn.Identity)
+        ]
+        extra = self.extra_repr()
+        body = ([extra] if extra else []) + lines
+        if not lines:
+            return f"{self._get_name()}({extra})"
+        return self._get_name() + "(\n  " + "\n  ".join(body) + "\n)"
+
+
+class ResBlockBase(HidesEmptySlots):
+    """The slot machinery shared by :class:`BasicBlock` and :class:`Bottleneck`.
+
+    Subclasses set ``num_convs``, ``conv1..conv{num_convs}``, ``bn1..bn{num_convs}``,
+    ``downsample`` and ``out_channels``, call :meth:`init_slots`, and run every slot of
+    :data:`SLOT_NAMES` in ``forward``.
+    """
 
     expansion = 1
     num_convs = 2
 
-    def _init_slots(self) -> None:
-        for name in ("attn_pre1", "attn_pre2", "attn_pre3", "attn_pre_down"):
-            setattr(self, name, nn.Identity())
-        for name in _SLOTS.values():
+    def init_slots(self) -> None:
+        """Create every slot of :data:`SLOT_NAMES` empty (``nn.Identity``)."""
+        for name in SLOT_NAMES:
             setattr(self, name, nn.Identity())
 
     def slot_channels(self, position: str) -> list[tuple[str, int]]:
@@ -66,12 +101,12 @@ class _ResBlock(nn.Module):
         if position == "before_add":
             position = f"after_conv{self.num_convs}"
         if position == "before_conv":
-            out = [(f"attn_pre{i + 1}", getattr(self, f"conv{i + 1}").in_channels) for i in range(self.num_convs)]
+            out = [(PRE_CONV_SLOTS[i], getattr(self, f"conv{i + 1}").in_channels) for i in range(self.num_convs)]
             if self.downsample is not None:
                 out.append(("attn_pre_down", self.downsample[0].in_channels))
             return out
-        if position == "after_add":
-            return [("attn_add", self.out_channels)]
+        if position in ("after_add", "after_add_before_relu"):
+            return [(POSITION_SLOTS[position], self.out_channels)]
         if position in ("after_conv1", "after_conv2", "after_conv3"):
             k = int(position[-1])
             if k > self.num_convs:
@@ -79,7 +114,7 @@ class _ResBlock(nn.Module):
                     f"position {position!r} is not valid for {type(self).__name__} ({self.num_convs} convs); "
                     f"use 'before_add' (after the last conv and BN) or after_conv1..after_conv{self.num_convs}"
                 )
-            return [(_SLOTS[position], getattr(self, f"bn{k}").num_features)]
+            return [(POSITION_SLOTS[position], getattr(self, f"bn{k}").num_features)]
         raise ValueError(f"unknown position {position!r}")
 
     def insert(self, position: str, block: nn.Module, slot: str | None = None) -> str:
@@ -99,7 +134,7 @@ class _ResBlock(nn.Module):
         return slot
 
 
-class BasicBlock(_ResBlock):
+class BasicBlock(ResBlockBase):
     """ResNet basic block: 3x3 conv -> BN -> ReLU -> 3x3 conv -> BN, + shortcut, ReLU.
 
     Shape:
@@ -121,10 +156,13 @@ class BasicBlock(_ResBlock):
         width_per_group: int = 64,
         dims: int = 2,
         kt: int = 1,
+        stride_in_1x1: bool = False,
         device=None,
         dtype=None,
     ):
         super().__init__()
+        if stride_in_1x1:
+            raise ValueError("stride_in_1x1=True needs Bottleneck blocks; a BasicBlock has no 1x1 conv")
         if groups != 1 or width_per_group != 64:
             raise ValueError(f"BasicBlock supports only groups=1, width_per_group=64, got {groups}, {width_per_group}")
         dd = {"device": device, "dtype": dtype}
@@ -135,24 +173,26 @@ class BasicBlock(_ResBlock):
         self.bn2 = norm_nd(dims, planes, dd)
         self.downsample = downsample
         self.out_channels = planes
-        self._init_slots()
+        self.init_slots()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.attn_conv1(self.relu(self.bn1(self.conv1(self.attn_pre1(x)))))
         out = self.attn_conv2(self.bn2(self.conv2(self.attn_pre2(out))))
-        out = self.attn_conv3(out)
+        out = self.attn_conv3(out)  # empty in a BasicBlock: every block runs every slot
         identity = x if self.downsample is None else self.downsample(self.attn_pre_down(x))
-        return self.attn_add(self.relu(out + identity))
+        return self.attn_add(self.relu(self.attn_pre_relu(out + identity)))
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn2.weight)
 
 
-class Bottleneck(_ResBlock):
+class Bottleneck(ResBlockBase):
     """ResNet/ResNeXt bottleneck: 1x1 -> 3x3 (stride, groups) -> 1x1 (x4), + shortcut, ReLU.
 
     ``width = planes * width_per_group / 64 * groups`` (torchvision). ``kt`` is the temporal
-    kernel of the first 1x1 conv in 3D (I3D inflation); 1 for C2D.
+    kernel of the first 1x1 conv in 3D (I3D inflation); 1 for C2D. ``stride_in_1x1=True`` puts
+    the stride on the first 1x1 conv (the original MSRA "v1" layout, used by the official GCT
+    ResNet) instead of the 3x3 (torchvision "v1.5"); same parameters and keys.
 
     Shape:
         - Input: ``[N, C_in, *S]``
@@ -173,40 +213,42 @@ class Bottleneck(_ResBlock):
         width_per_group: int = 64,
         dims: int = 2,
         kt: int = 1,
+        stride_in_1x1: bool = False,
         device=None,
         dtype=None,
     ):
         super().__init__()
         dd = {"device": device, "dtype": dtype}
+        stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         width = int(planes * (width_per_group / 64.0)) * groups
         if width < 1:
             raise ValueError(
                 f"bottleneck width int(planes={planes} * width_per_group={width_per_group} / 64) * groups={groups} "
                 f"is 0; use a larger base_width or width_per_group"
             )
-        self.conv1 = conv_nd(dims, inplanes, width, 1, kt=kt, dd=dd)
+        self.conv1 = conv_nd(dims, inplanes, width, 1, stride=stride_1x1, kt=kt, dd=dd)
         self.bn1 = norm_nd(dims, width, dd)
-        self.conv2 = conv_nd(dims, width, width, 3, stride=stride, groups=groups, dd=dd)
+        self.conv2 = conv_nd(dims, width, width, 3, stride=stride_3x3, groups=groups, dd=dd)
         self.bn2 = norm_nd(dims, width, dd)
         self.conv3 = conv_nd(dims, width, planes * self.expansion, 1, dd=dd)
         self.bn3 = norm_nd(dims, planes * self.expansion, dd)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
         self.out_channels = planes * self.expansion
-        self._init_slots()
+        self.init_slots()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.attn_conv1(self.relu(self.bn1(self.conv1(self.attn_pre1(x)))))
         out = self.attn_conv2(self.relu(self.bn2(self.conv2(self.attn_pre2(out)))))
         out = self.attn_conv3(self.bn3(self.conv3(self.attn_pre3(out))))
         identity = x if self.downsample is None else self.downsample(self.attn_pre_down(x))
-        return self.attn_add(self.relu(out + identity))
+        return self.attn_add(self.relu(self.attn_pre_relu(out + identity)))
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn3.weight)
 
 
-class ResNet(nn.Module):
+class ResNet(HidesEmptySlots):
     """ResNet / ResNeXt backbone with blocks placed by :class:`~globalctx.models.Placement`.
 
     Args:
@@ -222,10 +264,14 @@ class ResNet(nn.Module):
             (CIFAR-style 3x3 stride-1 conv, no max-pool, for 28-32 px images).
             Default: ``'imagenet'``.
         attn: blocks to insert: a block name (paper-default placement), a :class:`Placement`,
-            or a list of them. Default: ``None``.
+            a ``Placement.to_dict()`` dict, or a list of them (normalised once, here, into
+            :attr:`placements`). Default: ``None``.
         zero_init_residual: zero the last BN of each residual block. Default: ``False``.
         drop_rate: dropout before the classifier. Default: ``0.0``.
         last_stride: stride of stage 4 (``1``: output stride 16, as GSoP-Net). Default: ``2``.
+        stride_in_1x1: stride on the first 1x1 conv of each downsampling Bottleneck (the
+            original "v1" layout, the official GCT ResNet) instead of the 3x3. Default: ``False``.
+        device, dtype: factory kwargs for every parameter, the inserted blocks' included.
 
     Shape:
         - Input: ``[N, in_chans, H, W]``
@@ -242,7 +288,7 @@ class ResNet(nn.Module):
 
     def __init__(
         self,
-        block: type[_ResBlock],
+        block: type[ResBlockBase],
         layers,
         *,
         num_classes: int = 1000,
@@ -255,6 +301,7 @@ class ResNet(nn.Module):
         zero_init_residual: bool = False,
         drop_rate: float = 0.0,
         last_stride: int = 2,
+        stride_in_1x1: bool = False,
         device=None,
         dtype=None,
     ):
@@ -267,13 +314,14 @@ class ResNet(nn.Module):
             raise ValueError(
                 f"need base_width >= 1, in_chans >= 1, num_classes >= 0; got {base_width}, {in_chans}, {num_classes}"
             )
-        self._dd = {"device": device, "dtype": dtype}
+        self.factory_kwargs = {"device": device, "dtype": dtype}
         self.block_type = block
         self.groups, self.width_per_group = groups, width_per_group
+        self.stride_in_1x1 = stride_in_1x1
         self.inplanes = base_width
-        self._build_stem(in_chans, base_width, stem)
+        self.build_stem(in_chans, base_width, stem)
         self.layer1 = self._make_layer(base_width, layers[0])
-        self._after_layer1()
+        self.build_pool2()
         self.layer2 = self._make_layer(base_width * 2, layers[1], stride=2)
         self.layer3 = self._make_layer(base_width * 4, layers[2], stride=2)
         self.layer4 = self._make_layer(base_width * 8, layers[3], stride=last_stride)
@@ -285,12 +333,14 @@ class ResNet(nn.Module):
         self.zero_init_residual = zero_init_residual
         self.placements = []  # the Placement objects applied, in order
         self.init_weights()
-        for p in as_placements(attn):
-            self.add_placement(p)
+        if attn is not None:
+            self.add_placement(attn)
 
     # -- construction -------------------------------------------------------------------------
-    def _build_stem(self, in_chans: int, width: int, stem: str) -> None:
-        dd = self._dd
+    # -- hooks a subclass overrides (ResNet3d): stem, the pool after stage 1, per-block options --
+    def build_stem(self, in_chans: int, width: int, stem: str) -> None:
+        """Set ``stem_attn``, ``conv1``, ``bn1``, ``relu`` and ``maxpool``."""
+        dd = self.factory_kwargs
         self.stem_attn = nn.Identity()
         if stem == "small":
             self.conv1 = nn.Conv2d(in_chans, width, 3, stride=1, padding=1, bias=False, **dd)
@@ -301,20 +351,22 @@ class ResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(width, **dd)
         self.relu = nn.ReLU(inplace=True)
 
-    def _after_layer1(self) -> None:
+    def build_pool2(self) -> None:
+        """Set ``pool2``, run between stage 1 and stage 2 (identity in 2D)."""
         self.pool2 = nn.Identity()
 
     def _build_head(self, num_classes: int, drop_rate: float) -> None:
         self.global_pool = nn.AdaptiveAvgPool2d(1) if self.dims == 2 else nn.AdaptiveAvgPool3d(1)
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes, **self._dd) if num_classes > 0 else nn.Identity()
+        self.fc = nn.Linear(self.num_features, num_classes, **self.factory_kwargs) if num_classes > 0 else nn.Identity()
 
-    def _block_kwargs(self, stage: int, index: int) -> dict:
+    def block_kwargs(self, stage: int, index: int) -> dict:
+        """Extra residual-block options for block ``index`` of ``stage``."""
         return {}
 
     def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
-        block, dims, dd = self.block_type, self.dims, self._dd
+        block, dims, dd = self.block_type, self.dims, self.factory_kwargs
         stage = len([n for n in ("layer1", "layer2", "layer3") if hasattr(self, n)]) + 1
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
@@ -323,34 +375,53 @@ class ResNet(nn.Module):
                 norm_nd(dims, planes * block.expansion, dd),
             )
         kw = dict(groups=self.groups, width_per_group=self.width_per_group, dims=dims, **dd)
-        out = [block(self.inplanes, planes, stride=stride, downsample=downsample, **kw, **self._block_kwargs(stage, 0))]
+        if self.stride_in_1x1:
+            kw["stride_in_1x1"] = True
+        out = [block(self.inplanes, planes, stride=stride, downsample=downsample, **kw, **self.block_kwargs(stage, 0))]
         self.inplanes = planes * block.expansion
         for i in range(1, blocks):
-            out.append(block(self.inplanes, planes, **kw, **self._block_kwargs(stage, i)))
+            out.append(block(self.inplanes, planes, **kw, **self.block_kwargs(stage, i)))
         return nn.Sequential(*out)
 
     def stages(self) -> list[nn.Sequential]:
         return [self.layer1, self.layer2, self.layer3, self.layer4]
 
-    def add_placement(self, placement: Placement | str) -> list[tuple[str, nn.Module]]:
-        """Insert the blocks of ``placement``; returns ``[(qualified slot name, block)]``."""
-        p = as_placements(placement)[0] if not isinstance(placement, Placement) else placement
+    def add_placement(self, attn) -> list[tuple[str, nn.Module]]:
+        """Insert the blocks of ``attn`` (anything ``attn=`` takes: a name, a :class:`Placement`,
+        a dict, or a list of them, applied in order); returns ``[(qualified slot name, block)]``.
+
+        Every placement is checked (positions, indices, widths, block options) and its blocks
+        built before any is inserted, so a failing call leaves the model unchanged.
+        """
+        plan = []
+        for p in as_placements(attn):
+            found = self._plan(p)
+            if not found:
+                raise ValueError(f"{p!r} selects no location in this model")
+            plan.append((p, found))
         inserted = []
+        for p, found in plan:
+            for where, rb, slot, blk in found:
+                if rb is None:
+                    stem = self.stem_attn
+                    self.stem_attn = blk if isinstance(stem, nn.Identity) else nn.Sequential(stem, blk)
+                else:
+                    rb.insert(p.position, blk, slot=slot)
+                inserted.append((where, blk))
+            self.placements.append(p)
+        return inserted
+
+    def _plan(self, p: Placement) -> list[tuple[str, ResBlockBase | None, str, nn.Module]]:
+        """``[(qualified slot name, residual block or None for the stem, slot, new block)]``."""
+        found = []
         if p.stem:
-            blk = p.build(self.conv1.in_channels)
-            self.stem_attn = blk if isinstance(self.stem_attn, nn.Identity) else nn.Sequential(self.stem_attn, blk)
-            inserted.append(("stem_attn", blk))
+            found.append(("stem_attn", None, "stem_attn", p.build(self.conv1.in_channels, **self.factory_kwargs)))
         for s, layer in enumerate(self.stages(), start=1):
             for i in p.select(s, len(layer)):
                 rb = layer[i]
                 for slot, ch in rb.slot_channels(p.position):
-                    blk = p.build(ch, stage=s)
-                    rb.insert(p.position, blk, slot=slot)
-                    inserted.append((f"layer{s}.{i}.{slot}", blk))
-        if not inserted:
-            raise ValueError(f"{p!r} selects no location in this model")
-        self.placements.append(p)
-        return inserted
+                    found.append((f"layer{s}.{i}.{slot}", rb, slot, p.build(ch, stage=s, **self.factory_kwargs)))
+        return found
 
     def init_weights(self) -> None:
         """torchvision init (kaiming-normal fan_out convs, BN 1/0), then the blocks' own init last.
@@ -374,7 +445,7 @@ class ResNet(nn.Module):
                 m.reset_parameters()
         if self.zero_init_residual:
             for m in self.modules():
-                if isinstance(m, _ResBlock):
+                if isinstance(m, ResBlockBase):
                     m.zero_init_last()
         init_blocks(self)
 
@@ -407,40 +478,40 @@ class ResNet(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# registered models
+# plain registered models (the paper models with blocks are in globalctx.models.zoo)
 
-_DEPTHS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)), 50: (Bottleneck, (3, 4, 6, 3)),
-           101: (Bottleneck, (3, 4, 23, 3)), 152: (Bottleneck, (3, 8, 36, 3))}  # fmt: skip
-
-
-def _resnet(depth: int, *, attn=None, extra=None, **kw) -> ResNet:
-    block, layers = _DEPTHS[depth]
-    attn_list = as_placements(extra) + as_placements(attn)
-    return ResNet(block, layers, attn=attn_list or None, **kw)
+# depth -> (residual block, blocks per stage)
+RESNET_DEPTHS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)), 50: (Bottleneck, (3, 4, 6, 3)),
+                 101: (Bottleneck, (3, 4, 23, 3)), 152: (Bottleneck, (3, 8, 36, 3))}  # fmt: skip
 
 
-def _make(depth: int, name: str, doc: str, placement=None, **fixed):
-    """Register ``name``: ResNet-``depth`` with ``fixed`` options and the blocks of ``placement()``
-    built in (a user's ``attn=`` adds more on top)."""
+def build_resnet(depth: int, *, num_classes: int = 1000, in_chans: int = 3, attn=None, **kwargs) -> ResNet:
+    """ResNet-``depth`` (18, 34, 50, 101, 152) with ``attn`` blocks; ``kwargs`` are :class:`ResNet` options."""
+    if depth not in RESNET_DEPTHS:
+        raise ValueError(f"unknown ResNet depth {depth!r}; valid depths: {', '.join(map(str, RESNET_DEPTHS))}")
+    block, layers = RESNET_DEPTHS[depth]
+    return ResNet(block, layers, num_classes=num_classes, in_chans=in_chans, attn=attn, **kwargs)
 
+
+def _register_plain(name: str, depth: int, doc: str, **fixed) -> None:
     def fn(*, num_classes: int = 1000, in_chans: int = 3, attn=None, **kw) -> ResNet:
-        extra = placement() if placement is not None else None
-        return _resnet(depth, num_classes=num_classes, in_chans=in_chans, attn=attn, extra=extra, **fixed, **kw)
+        return build_resnet(depth, num_classes=num_classes, in_chans=in_chans, attn=attn, **fixed, **kw)
 
-    fn.__name__ = name
+    fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = doc
     register_model(name)(fn)
-    return fn
 
 
-for _d in (18, 34, 50, 101, 152):
-    _make(_d, f"resnet{_d}", f"ResNet-{_d} (He et al., arXiv 1512.03385), torchvision layout.")
-    _make(
-        _d,
+for _d in RESNET_DEPTHS:
+    _register_plain(f"resnet{_d}", _d, f"ResNet-{_d} (He et al., arXiv 1512.03385), torchvision layout.")
+    _register_plain(
         f"resnet{_d}_small",
+        _d,
         f"ResNet-{_d} with a CIFAR-style stem (3x3 stride-1 conv, no max-pool) for 28-32 px images; "
         "``base_width`` (default 64) scales every stage.",
         stem="small",
     )
-_make(50, "resnext50_32x4d", "ResNeXt-50 32x4d (Xie et al., arXiv 1611.05431).", groups=32, width_per_group=4)
-_make(101, "resnext101_32x8d", "ResNeXt-101 32x8d (Xie et al., arXiv 1611.05431).", groups=32, width_per_group=8)
+_register_plain("resnext50_32x4d", 50, "ResNeXt-50 32x4d (Xie et al., arXiv 1611.05431).", groups=32, width_per_group=4)
+_register_plain(
+    "resnext101_32x8d", 101, "ResNeXt-101 32x8d (Xie et al., arXiv 1611.05431).", groups=32, width_per_group=8
+)

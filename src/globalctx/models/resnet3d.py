@@ -26,9 +26,9 @@ from torch import nn
 from ..layers import list_blocks
 from .placement import Placement
 from .registry import register_model
-from .resnet import _DEPTHS, ResNet
+from .resnet import RESNET_DEPTHS, ResNet
 
-__all__ = ["ResNet3d", "inflate_state_dict"]
+__all__ = ["ResNet3d", "inflate_state_dict", "c2d_resnet50", "i3d_resnet50", "nl_c2d_resnet50", "nl_i3d_resnet50"]
 
 
 class ResNet3d(ResNet):
@@ -70,8 +70,8 @@ class ResNet3d(ResNet):
         self.temporal_strides = ts
         super().__init__(block, layers, **kwargs)
 
-    def _build_stem(self, in_chans: int, width: int, stem: str) -> None:
-        dd = self._dd
+    def build_stem(self, in_chans: int, width: int, stem: str) -> None:
+        dd = self.factory_kwargs
         kt = 5 if self.inflate == "i3d" else 1
         self.stem_attn = nn.Identity()
         self.conv1 = nn.Conv3d(
@@ -85,11 +85,11 @@ class ResNet3d(ResNet):
             (3, 3, 3) if st > 1 else (1, 3, 3), stride=(st, 2, 2), padding=(1 if st > 1 else 0, 1, 1)
         )
 
-    def _after_layer1(self) -> None:
+    def build_pool2(self) -> None:
         st = self.temporal_strides[2]
         self.pool2 = nn.MaxPool3d((3, 1, 1), stride=(st, 1, 1), padding=(1, 0, 0)) if st > 1 else nn.Identity()
 
-    def _block_kwargs(self, stage: int, index: int) -> dict:
+    def block_kwargs(self, stage: int, index: int) -> dict:
         return {"kt": 3 if self.inflate == "i3d" and index % 2 == 0 else 1}
 
 
@@ -113,18 +113,11 @@ def inflate_state_dict(state_dict: dict[str, torch.Tensor], model: ResNet3d) -> 
     return out
 
 
-def _video(name: str, doc: str, inflate: str, placement=None):
-    def fn(*, num_classes: int = 1000, in_chans: int = 3, attn=None, **kw) -> ResNet3d:
-        block, layers = _DEPTHS[50]
-        attn_list = ([placement()] if placement is not None else []) + ([attn] if attn is not None else [])
-        return ResNet3d(
-            block, layers, num_classes=num_classes, in_chans=in_chans, attn=attn_list or None, inflate=inflate, **kw
-        )
-
-    fn.__name__ = name
-    fn.__doc__ = doc
-    register_model(name)(fn)
-    return fn
+def _video_resnet50(inflate: str, placement, *, num_classes: int, in_chans: int, attn, **kw) -> ResNet3d:
+    block, layers = RESNET_DEPTHS[50]
+    return ResNet3d(
+        block, layers, num_classes=num_classes, in_chans=in_chans, attn=[placement, attn], inflate=inflate, **kw
+    )
 
 
 def _nl5() -> Placement:
@@ -133,8 +126,28 @@ def _nl5() -> Placement:
     return Placement("nl", stages=(2, 3), position="after_add", every=2, subsample=True)
 
 
-_video("c2d_resnet50", "C2D ResNet-50 for clips (NL paper Table 1); pass num_classes=400 for Kinetics.", "c2d")
-_video("i3d_resnet50", "I3D-style inflated ResNet-50 (5x7x7 stem, 3x1x1 in every other block).", "i3d")
+@register_model("c2d_resnet50")
+def c2d_resnet50(*, num_classes: int = 1000, in_chans: int = 3, attn=None, **kw) -> ResNet3d:
+    """C2D ResNet-50 for clips (NL paper Table 1); pass num_classes=400 for Kinetics."""
+    return _video_resnet50("c2d", None, num_classes=num_classes, in_chans=in_chans, attn=attn, **kw)
+
+
+@register_model("i3d_resnet50")
+def i3d_resnet50(*, num_classes: int = 1000, in_chans: int = 3, attn=None, **kw) -> ResNet3d:
+    """I3D-style inflated ResNet-50 (5x7x7 stem, 3x1x1 in every other block)."""
+    return _video_resnet50("i3d", None, num_classes=num_classes, in_chans=in_chans, attn=attn, **kw)
+
+
+def nl_c2d_resnet50(*, num_classes: int = 1000, in_chans: int = 3, attn=None, **kw) -> ResNet3d:
+    """C2D ResNet-50 with 5 spacetime NL blocks (2 in res3, 3 in res4)."""
+    return _video_resnet50("c2d", _nl5(), num_classes=num_classes, in_chans=in_chans, attn=attn, **kw)
+
+
+def nl_i3d_resnet50(*, num_classes: int = 1000, in_chans: int = 3, attn=None, **kw) -> ResNet3d:
+    """I3D-style ResNet-50 with 5 spacetime NL blocks."""
+    return _video_resnet50("i3d", _nl5(), num_classes=num_classes, in_chans=in_chans, attn=attn, **kw)
+
+
 if "nl" in list_blocks():
-    _video("nl_c2d_resnet50", "C2D ResNet-50 with 5 spacetime NL blocks (2 in res3, 3 in res4).", "c2d", _nl5)
-    _video("nl_i3d_resnet50", "I3D-style ResNet-50 with 5 spacetime NL blocks.", "i3d", _nl5)
+    register_model("nl_c2d_resnet50")(nl_c2d_resnet50)
+    register_model("nl_i3d_resnet50")(nl_i3d_resnet50)

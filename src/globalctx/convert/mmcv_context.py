@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..layers.context import AttnPool
-from ..layers.framework import GlobalContextBlock
-from ..layers.fusion import ScaleAddFusion, ScaleFusion
-from ..layers.transform import Bottleneck, StackedTransforms
+from ..layers.parts.base import GlobalContextBlock
+from ..layers.parts.context import AttnPool
+from ..layers.parts.fusion import ScaleAddFusion, ScaleFusion
+from ..layers.parts.transform import Bottleneck, StackedTransforms
 from ._registry import register_mmcv
 
 

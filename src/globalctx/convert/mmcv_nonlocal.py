@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..layers.nonlocal_ import NonLocal
+from ..layers.blocks.nl import NonLocal
 from ._registry import register_mmcv
 
 _BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")

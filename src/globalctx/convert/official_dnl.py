@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 import torch
 
-from ..layers.disentangled import DisentangledNonLocal
+from ..layers.blocks.dnl import DisentangledNonLocal
 from ._registry import load_mapped
 
 __all__ = ["from_official_dnl", "to_official_dnl"]

@@ -31,8 +31,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from ..layers.context import AttnPool
-from ..layers.fusion import ScaleFusion
+from ..layers.parts.context import AttnPool
+from ..layers.parts.fusion import ScaleFusion
 from ._registry import _handler
 
 __all__ = ["resnet_key_map", "load_resnet", "to_layout", "LAYOUTS"]

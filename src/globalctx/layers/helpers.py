@@ -1,4 +1,4 @@
-"""Small shared helpers: reduction widths, input checks, spatial flattening.
+"""Small shared helpers: reduction widths, input checks, zero-init of a last layer.
 
 Shape legend: ``N`` batch, ``C`` channels, ``C_r`` reduced channels, ``*S`` spatial dims
 (1, 2 or 3 of them), ``L = prod(S)``.
@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.fx
+from torch import nn
 
-__all__ = ["make_divisible", "rd_width", "check_input", "spatial_dims"]
+__all__ = ["make_divisible", "rd_width", "check_input", "zero_layer"]
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
@@ -65,9 +67,11 @@ def rd_width(
     return width
 
 
-def spatial_dims(x: torch.Tensor) -> int:
-    """Number of spatial dims of ``x`` laid out as ``[N, C, *S]``."""
-    return x.dim() - 2
+def zero_layer(layer: nn.Module) -> None:
+    """Zero ``layer.weight`` and ``layer.bias`` (when present): the identity-at-insertion init."""
+    nn.init.zeros_(layer.weight)
+    if getattr(layer, "bias", None) is not None:
+        nn.init.zeros_(layer.bias)
 
 
 def check_input(x: torch.Tensor, channels: int, name: str, max_spatial: int = 3) -> None:
@@ -75,8 +79,12 @@ def check_input(x: torch.Tensor, channels: int, name: str, max_spatial: int = 3)
 
     Checks rank (1..``max_spatial`` spatial dims), channel count, a floating dtype and non-empty
     spatial dims. Shapes are static under tracing and compilation, so the checks cost nothing
-    there.
+    there. Under ``torch.fx.symbolic_trace`` the input is a ``Proxy`` without a shape: the check
+    is skipped (it runs again when the traced graph is called on real tensors through the
+    original blocks, not through the graph).
     """
+    if isinstance(x, torch.fx.Proxy):
+        return
     if x.dim() < 3 or x.dim() > 2 + max_spatial:
         raise ValueError(
             f"{name}: expected input [N, {channels}, *S] with 1..{max_spatial} spatial dims, "

@@ -10,10 +10,12 @@ import math
 import torch
 from torch import nn
 
+from .base import Part
+
 __all__ = ["AvgPool", "AttnPool"]
 
 
-class AvgPool(nn.Module):
+class AvgPool(Part):
     """Global average pooling over all spatial positions (SE, ECA, RCAN-CA, GC ``'avg'``).
 
     Shape:
@@ -21,14 +23,11 @@ class AvgPool(nn.Module):
         - Output: ``[N, C]``
     """
 
-    def reset_parameters(self) -> None:
-        pass
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(2).mean(-1)  # [N, C]
 
 
-class AttnPool(nn.Module):
+class AttnPool(Part):
     """Softmax attention pooling: ``c = sum_j softmax_j(W_k x_j + b) x_j`` (SNL / GC ``'att'``).
 
     ``W_k`` is GCNet's ``conv_mask`` (a 1x1 conv ``C -> 1`` with bias), stored as an

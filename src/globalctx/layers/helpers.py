@@ -61,8 +61,7 @@ def rd_width(
         source = f"channels={channels} * rd_ratio={rd_ratio:g}"
     if width < 1:
         raise ValueError(
-            f"{what}: reduced width {source} gives {width} < 1 channel; "
-            f"use a larger rd_ratio or pass rd_channels >= 1"
+            f"{what}: reduced width {source} gives {width} < 1 channel; use a larger rd_ratio or pass rd_channels >= 1"
         )
     return width
 
@@ -87,8 +86,7 @@ def check_input(x: torch.Tensor, channels: int, name: str, max_spatial: int = 3)
         return
     if x.dim() < 3 or x.dim() > 2 + max_spatial:
         raise ValueError(
-            f"{name}: expected input [N, {channels}, *S] with 1..{max_spatial} spatial dims, "
-            f"got shape {list(x.shape)}"
+            f"{name}: expected input [N, {channels}, *S] with 1..{max_spatial} spatial dims, got shape {list(x.shape)}"
         )
     if x.shape[1] != channels:
         raise ValueError(f"{name}: expected {channels} channels (dim 1), got shape {list(x.shape)}")

@@ -72,9 +72,7 @@ def gc_block(
     )
     cr = rd_width(channels, rd_ratio, rd_channels, rd_divisor, what="gc")
     dd = {"device": device, "dtype": dtype}
-    branch = partial(
-        Mlp, channels, cr, norm_layer=nn.LayerNorm if norm else None, zero_init_last=zero_last, **dd
-    )
+    branch = partial(Mlp, channels, cr, norm_layer=nn.LayerNorm if norm else None, zero_init_last=zero_last, **dd)
     context = AttnPool(channels, **dd) if pooling == "att" else AvgPool()
     if len(fusions) == 2:
         transform = StackedTransforms(branch(), branch())  # [mul, add] as mmcv's forward order

@@ -107,7 +107,6 @@ class GCTTransform(Part):
         return f"{self.channels}, mode={self.mode!r}, eps={self.eps:g}"
 
 
-
 @register_block("gct")
 def gct_block(
     channels: int,

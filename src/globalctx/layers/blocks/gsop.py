@@ -133,7 +133,6 @@ class RowConvTransform(Part):
         return f"{self.channels}, cov_channels={self.cov_channels}"
 
 
-
 @register_block("gsop")
 def gsop_block(
     channels: int,

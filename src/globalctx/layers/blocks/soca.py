@@ -69,7 +69,6 @@ class CovSqrtPool(Part):
         return f"iterations={self.iterations}, max_size={self.max_size}"
 
 
-
 @register_block("soca")
 def soca_block(
     channels: int,

@@ -128,7 +128,6 @@ class StyleIntegration(Part):
         return f"{self.channels}"
 
 
-
 @register_block("srm")
 def srm_block(
     channels: int,

@@ -82,35 +82,35 @@ def _nl_hand_macs(pairwise, n, c, l, lk=None, padded=True, sorted_concat=True):
 
 @pytest.mark.parametrize("pairwise", ["gaussian", "embedded_gaussian", "dot_product", "concatenation"])
 def test_nl_macs_match_hand_formula(pairwise):
-    pytest.importorskip("globalctx.layers.nonlocal_", reason="the NL block is not part of this build")
+    pytest.importorskip("globalctx.layers.blocks.nl", reason="the NL block is not part of this build")
     n, c, h, w = 2, 32, 6, 8
     blk = globalctx.create_block("nl", c, pairwise=pairwise)
     assert _macs(blk, (n, c, h, w)) == _nl_hand_macs(pairwise, n, c, h * w)
 
 
 def test_nl_concatenation_chunked_path_macs():
-    pytest.importorskip("globalctx.layers.nonlocal_", reason="the NL block is not part of this build")
+    pytest.importorskip("globalctx.layers.blocks.nl", reason="the NL block is not part of this build")
     n, c, h, w = 2, 32, 6, 8
     blk = globalctx.create_block("nl", c, pairwise="concatenation", backend="chunked")
     assert _macs(blk, (n, c, h, w)) == _nl_hand_macs("concatenation", n, c, h * w, sorted_concat=False)
 
 
 def test_nl_gaussian_reference_path_macs():
-    pytest.importorskip("globalctx.layers.nonlocal_", reason="the NL block is not part of this build")
+    pytest.importorskip("globalctx.layers.blocks.nl", reason="the NL block is not part of this build")
     n, c, h, w = 2, 32, 6, 8
     blk = globalctx.create_block("nl", c, pairwise="gaussian", backend="reference")  # explicit L x L
     assert _macs(blk, (n, c, h, w)) == _nl_hand_macs("gaussian", n, c, h * w, padded=False)
 
 
 def test_nl_subsampled_macs_match_hand_formula():
-    pytest.importorskip("globalctx.layers.nonlocal_", reason="the NL block is not part of this build")
+    pytest.importorskip("globalctx.layers.blocks.nl", reason="the NL block is not part of this build")
     n, c, h, w = 2, 32, 6, 8
     blk = globalctx.create_block("nl", c, subsample=True)  # pool_first: phi, g on L/4 positions
     assert _macs(blk, (n, c, h, w)) == _nl_hand_macs("embedded_gaussian", n, c, h * w, lk=h * w // 4)
 
 
 def test_dnl_macs_match_hand_formula():
-    pytest.importorskip("globalctx.layers.disentangled", reason="the DNL block is not part of this build")
+    pytest.importorskip("globalctx.layers.blocks.dnl", reason="the DNL block is not part of this build")
     n, c, h, w = 2, 32, 6, 8
     l, cr = h * w, c // 4  # default: C_r = C/4, value C -> C, channel whitening, conv_mask unary
     # theta, phi; value; QK^T and PV (the fused kernel needs d == d_v: q, k zero-padded to C);

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from globalctx.layers import create_block
-from globalctx.layers.dia import DIAStage
+from globalctx.layers.blocks.dia import DIAStage
 
 DT = torch.float64
 
@@ -245,7 +245,7 @@ def test_soca_matches_reference():
 
 
 def test_newton_schulz_approximates_sqrt():
-    from globalctx.layers.covariance import covariance_pool, newton_schulz_sqrt
+    from globalctx.layers.parts.covariance import covariance_pool, newton_schulz_sqrt
 
     x = torch.randn(2, 6, 40, dtype=DT)
     cov = covariance_pool(x)

@@ -22,6 +22,7 @@ from .parts import (
     ScaleFusion,
     SharedAttentionMap,
     StackedTransforms,
+    collect_no_weight_decay,
 )
 from .registry import create_block, get_block, list_blocks, register_block
 
@@ -59,6 +60,7 @@ __all__ = [
     "ScaleFusion",
     "SharedAttentionMap",
     "StackedTransforms",
+    "collect_no_weight_decay",
     "create_block",
     "get_block",
     "list_blocks",

@@ -79,11 +79,11 @@ def check_input(x: torch.Tensor, channels: int, name: str, max_spatial: int = 3)
     Checks rank (1..``max_spatial`` spatial dims), channel count, a floating dtype and non-empty
     spatial dims. Shapes are static under tracing and compilation, so the checks cost nothing
     there. Under ``torch.fx.symbolic_trace`` the input is a ``Proxy`` without a shape: the check
-    is skipped (it runs again when the traced graph is called on real tensors through the
-    original blocks, not through the graph).
+    is skipped, so the traced graph has no check (TorchScript compiles the check as usual).
     """
-    if isinstance(x, torch.fx.Proxy):
-        return
+    if not torch.jit.is_scripting():
+        if isinstance(x, torch.fx.Proxy):  # symbolic tracing: no shape to check
+            return
     if x.dim() < 3 or x.dim() > 2 + max_spatial:
         raise ValueError(
             f"{name}: expected input [N, {channels}, *S] with 1..{max_spatial} spatial dims, got shape {list(x.shape)}"

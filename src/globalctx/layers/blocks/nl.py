@@ -51,7 +51,7 @@ class NonLocal(nn.Module):
     No path builds the ``L x L_k`` matrix unless asked to (``backend='reference'``): softmax
     forms go through fused SDPA, the dot product through ``theta (phi^T g) / L_k``,
     concatenation through keys sorted by their projection (exact, O(L log L)), with bounded
-    query chunks as the alternative (see :mod:`globalctx.layers.attention`).
+    query chunks as the alternative (see :mod:`globalctx.layers.nl_attention`).
 
     Args:
         channels: ``C``.

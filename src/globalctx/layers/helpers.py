@@ -12,7 +12,7 @@ import torch
 import torch.fx
 from torch import nn
 
-__all__ = ["make_divisible", "rd_width", "check_input", "zero_layer"]
+__all__ = ["make_divisible", "rd_width", "check_input", "zero_layer", "fp32_softmax_input"]
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
@@ -71,6 +71,13 @@ def zero_layer(layer: nn.Module) -> None:
     nn.init.zeros_(layer.weight)
     if getattr(layer, "bias", None) is not None:
         nn.init.zeros_(layer.bias)
+
+
+def fp32_softmax_input(logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` in fp32 when fp16/bf16 (softmax statistics without overflow), else unchanged."""
+    if logits.dtype == torch.float16 or logits.dtype == torch.bfloat16:
+        return logits.float()
+    return logits
 
 
 def check_input(x: torch.Tensor, channels: int, name: str, max_spatial: int = 3) -> None:

@@ -11,6 +11,7 @@ import functools
 import math
 
 import torch
+import torch.fx
 
 from ..helpers import rd_width
 from ..parts.base import GlobalContextBlock, Part, init_flags
@@ -18,7 +19,15 @@ from ..parts.fusion import ScaleFusion
 from ..parts.transform import Mlp
 from ..registry import register_block
 
-__all__ = ["DCTPool", "adaptive_pool_matrix", "fca_block", "fca_frequencies", "pool_matrix_cached"]
+__all__ = [
+    "DCTPool",
+    "adaptive_pool_matrix",
+    "dct_filters_for",
+    "dct_pool",
+    "fca_block",
+    "fca_frequencies",
+    "pool_matrix_cached",
+]
 
 # FcaNet's official frequency tables (cfzd/FcaNet model/layer.py, get_freq_indices): indices on a
 # 7x7 grid, x = height (u), y = width (v), best first.
@@ -77,6 +86,35 @@ def adaptive_pool_matrix(in_size: int, out_size: int) -> torch.Tensor:
 def pool_matrix_cached(in_size: int, out_size: int) -> torch.Tensor:
     """:func:`adaptive_pool_matrix`, cached per ``(in_size, out_size)`` (do not modify the result)."""
     return adaptive_pool_matrix(in_size, out_size)
+
+
+def dct_filters_for(filters: torch.Tensor, dct_size: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """The ``[F, H, W]`` filters for input size ``(H, W)`` from ``filters [F, dh, dw]`` on the
+    ``dct_size`` grid: ``P_h^T B P_w`` (see :class:`DCTPool`'s size rule)."""
+    h, w = size
+    if (h, w) == dct_size:
+        return filters
+    dh, dw = dct_size
+    ph = pool_matrix_cached(h, dh).to(filters)  # [dh, H]
+    pw = pool_matrix_cached(w, dw).to(filters)  # [dw, W]
+    return ph.t() @ filters @ pw  # [H, dh] @ [F, dh, dw] @ [dw, W] -> [F, H, W]
+
+
+def dct_pool(x: torch.Tensor, filters: torch.Tensor, dct_size: tuple[int, int]) -> torch.Tensor:
+    """Multi-spectral DCT pooling ``[N, C, H, W] -> [N, C]`` with ``filters [F, dh, dw]`` (:class:`DCTPool`)."""
+    if x.dim() != 4:
+        raise ValueError(
+            f"fca: DCT pooling needs a 2D input [N, C, H, W] (the frequency tables are 2D), got shape {list(x.shape)}"
+        )
+    n, c, h, w = x.shape
+    f = filters.shape[0]
+    filt = dct_filters_for(filters, dct_size, (h, w)).to(x.dtype).reshape(1, f, 1, h * w)  # [1, F, 1, L]
+    xg = x.reshape(n, f, c // f, h * w)  # [N, F, G, L]
+    # multiply-and-sum streams x once; a batched GEMV with G-row matrices runs ~2x slower on CPU
+    return (xg * filt).sum(-1).reshape(n, c)  # [N, F, G] -> [N, C]
+
+
+torch.fx.wrap("dct_pool")  # reads the input size: one node under symbolic tracing
 
 
 class DCTPool(Part):
@@ -145,26 +183,10 @@ class DCTPool(Part):
 
     def filters_for(self, size: tuple[int, int]) -> torch.Tensor:
         """The ``[F, H, W]`` filters applied to an input of spatial size ``(H, W)`` (see size rule)."""
-        h, w = size
-        if (h, w) == self.dct_size:
-            return self.filters
-        dh, dw = self.dct_size
-        ph = pool_matrix_cached(h, dh).to(self.filters)  # [dh, H]
-        pw = pool_matrix_cached(w, dw).to(self.filters)  # [dw, W]
-        return ph.t() @ self.filters @ pw  # [H, dh] @ [F, dh, dw] @ [dw, W] -> [F, H, W]
+        return dct_filters_for(self.filters, self.dct_size, size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4:
-            raise ValueError(
-                f"fca: DCT pooling needs a 2D input [N, C, H, W] (the frequency tables are 2D), "
-                f"got shape {list(x.shape)}"
-            )
-        n, c, h, w = x.shape
-        f = self.num_freq
-        filt = self.filters_for((h, w)).to(x.dtype).reshape(1, f, 1, h * w)  # [1, F, 1, L]
-        xg = x.reshape(n, f, c // f, h * w)  # [N, F, G, L]
-        # multiply-and-sum streams x once; a batched GEMV with G-row matrices runs ~2x slower on CPU
-        return (xg * filt).sum(-1).reshape(n, c)  # [N, F, G] -> [N, C]
+        return dct_pool(x, self.filters, self.dct_size)  # [N, C]
 
     def extra_repr(self) -> str:
         return f"{self.channels}, freq_sel={self.freq_sel!r}, dct_size={self.dct_size}"

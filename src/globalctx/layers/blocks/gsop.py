@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.fx
 from torch import nn
 
 from ..helpers import zero_layer
@@ -18,7 +19,17 @@ from ..parts.covariance import covariance_pool
 from ..parts.fusion import ScaleFusion
 from ..registry import register_block
 
-__all__ = ["GSoPPool", "RowConvTransform", "gsop_block"]
+__all__ = ["GSoPPool", "RowConvTransform", "gsop_block", "stride_positions"]
+
+
+def stride_positions(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """Every ``stride``-th position per spatial dim of ``x [N, C, *S]`` (a 1x1 conv's stride)."""
+    return x[(slice(None), slice(None)) + (slice(None, None, stride),) * (x.dim() - 2)]
+
+
+# shape- and autocast-dependent helpers: one node each under symbolic tracing
+torch.fx.wrap("stride_positions")
+torch.fx.wrap("covariance_pool")
 
 
 class GSoPPool(Part):
@@ -59,7 +70,7 @@ class GSoPPool(Part):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
-            x = x[(slice(None), slice(None)) + (slice(None, None, self.stride),) * (x.dim() - 2)]
+            x = stride_positions(x, self.stride)  # [N, C, *S / stride]
         x = torch.relu(x).flatten(2)  # [N, C, L]
         w = self.reduce.weight.expand(x.shape[0], -1, -1)  # [N, d, C] (stride-0 batch, no copy)
         r = torch.baddbmm(self.reduce.bias.view(1, -1, 1), w, x)  # [N, d, C] @ [N, C, L] -> [N, d, L]

@@ -8,6 +8,7 @@ Shape legend: ``N`` batch, ``C`` channels, ``C_r`` reduced channels, ``*S`` 1..3
 from __future__ import annotations
 
 import torch
+import torch.fx
 
 from ..helpers import rd_width
 from ..parts.base import GlobalContextBlock, Part, init_flags
@@ -32,6 +33,12 @@ def center_crop(x: torch.Tensor, max_size: int | None) -> torch.Tensor:
         start = (s - max_size) // 2 if s > max_size else 0
         idx.append(slice(start, start + min(s, max_size)))
     return x[tuple(idx)]
+
+
+# shape- and autocast-dependent helpers: one node each under symbolic tracing
+torch.fx.wrap("center_crop")
+torch.fx.wrap("covariance_pool")
+torch.fx.wrap("newton_schulz_sqrt")
 
 
 class CovSqrtPool(Part):

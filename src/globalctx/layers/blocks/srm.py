@@ -7,6 +7,7 @@ Shape legend: ``N`` batch, ``C`` channels, ``*S`` 1..3 spatial dims, ``L = prod(
 from __future__ import annotations
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
@@ -14,7 +15,24 @@ from ..parts.base import GlobalContextBlock, Part, init_flags
 from ..parts.fusion import ScaleFusion
 from ..registry import register_block
 
-__all__ = ["BatchNorm1dAnyBatch", "StyleIntegration", "StylePool", "srm_block"]
+__all__ = ["BatchNorm1dAnyBatch", "StyleIntegration", "StylePool", "srm_block", "style_pool"]
+
+
+def style_pool(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Per-channel ``(mean, sqrt(var_unbiased + eps))`` of ``x [N, C, *S]`` as ``[N, C, 2]`` (:class:`StylePool`)."""
+    x = x.flatten(2)  # [N, C, L]
+    n = x.shape[-1]
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    # two streaming reads (sum and sum of squares, accumulated in fp32 / fp64) instead of
+    # torch.var_mean, whose Welford kernel is ~6x slower than a sum on CPU
+    mean = x.mean(-1, dtype=acc)  # [N, C]
+    sq = torch.linalg.vector_norm(x, 2, dim=-1, dtype=acc).square()  # [N, C]
+    var = (sq - n * mean.square()).clamp_min(0.0) / (n - 1 if n > 1 else 1)
+    std = (var + eps).sqrt()
+    return torch.stack((mean, std), dim=-1).to(x.dtype)  # [N, C, 2]
+
+
+torch.fx.wrap("style_pool")  # branches on the number of positions: one node under symbolic tracing
 
 
 class StylePool(Part):
@@ -41,16 +59,7 @@ class StylePool(Part):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.flatten(2)  # [N, C, L]
-        n = x.shape[-1]
-        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-        # two streaming reads (sum and sum of squares, accumulated in fp32 / fp64) instead of
-        # torch.var_mean, whose Welford kernel is ~6x slower than a sum on CPU
-        mean = x.mean(-1, dtype=acc)  # [N, C]
-        sq = torch.linalg.vector_norm(x, 2, dim=-1, dtype=acc).square()  # [N, C]
-        var = (sq - n * mean.square()).clamp_min(0.0) / (n - 1 if n > 1 else 1)
-        std = (var + self.eps).sqrt()
-        return torch.stack((mean, std), dim=-1).to(x.dtype)  # [N, C, 2]
+        return style_pool(x, self.eps)  # [N, C, 2]
 
     def extra_repr(self) -> str:
         return f"eps={self.eps:g}"

@@ -8,11 +8,15 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.fx
 from torch import nn
 
+from ..helpers import fp32_softmax_input
 from .base import Part
 
 __all__ = ["AvgPool", "AttnPool"]
+
+torch.fx.wrap("fp32_softmax_input")  # a dtype branch: one opaque node under symbolic tracing
 
 
 class AvgPool(Part):
@@ -72,8 +76,7 @@ class AttnPool(Part):
         w = self.conv_mask.weight.unsqueeze(0).expand(x.shape[0], 1, x.shape[1])  # [N, 1, C], no copy
         # batched GEMV; a broadcast matmul [1, C] @ [N, C, L] is ~8x slower on CPU
         logits = torch.bmm(w, x) + self.conv_mask.bias.view(1, 1, 1)  # [N, 1, L]
-        if logits.dtype == torch.float16 or logits.dtype == torch.bfloat16:
-            logits = logits.float()  # softmax statistics in fp32: no overflow in low precision
+        logits = fp32_softmax_input(logits)  # softmax statistics in fp32: no overflow in low precision
         return self.softmax(logits).to(x.dtype)  # [N, 1, L]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from globalctx.layers import GlobalContextBlock, create_block
-from globalctx.layers.blocks.soca import CovSqrtPool
-from globalctx.layers.parts.covariance import covariance_pool, newton_schulz_sqrt
 from globalctx.layers.blocks.dia import DIAStage
 from globalctx.layers.blocks.eca import eca_kernel_size
+from globalctx.layers.blocks.soca import CovSqrtPool
+from globalctx.layers.parts.covariance import covariance_pool, newton_schulz_sqrt
 
 PRESETS = ["eca", "fca", "srm", "gct", "gsop", "soca", "enc", "rcan", "dia", "ban"]
 # small but valid options per preset (C = 32)

@@ -7,76 +7,8 @@ import torch
 from torch import nn
 
 import globalctx
-from framework_reference import gc_ref, se_ref, snl_ref
+from framework_reference import SHAPES, randomize
 from globalctx.layers import AddFusion, AttnPool, AvgPool, Bottleneck, GlobalContextBlock, ScaleFusion
-
-SHAPES = {1: (2, 16, 9), 2: (2, 16, 5, 4), 3: (2, 16, 2, 3, 4)}
-GC_CONFIGS = [
-    dict(pooling="att", fusion="add"),
-    dict(pooling="att", fusion="mul"),
-    dict(pooling="att", fusion=("add", "mul")),
-    dict(pooling="avg", fusion="add"),
-    dict(pooling="avg", fusion="mul"),
-    dict(pooling="avg", fusion=("mul", "add")),
-]
-
-
-def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every parameter non-trivial values (zero-init would hide half of the math)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype) * 0.5)
-    return module
-
-
-def bottleneck_params(b: Bottleneck) -> dict:
-    p = {"fc1_w": b.fc1.weight, "fc1_b": b.fc1.bias, "fc2_w": b.fc2.weight, "fc2_b": b.fc2.bias}
-    if isinstance(b.norm, nn.LayerNorm):
-        p.update(ln_w=b.norm.weight, ln_b=b.norm.bias)
-    return p
-
-
-def gc_reference(blk, x, cfg):
-    fusions = (cfg["fusion"],) if isinstance(cfg["fusion"], str) else cfg["fusion"]
-    ctx = blk.context
-    wk, bk = (ctx.conv_mask.weight[0], ctx.conv_mask.bias[0]) if isinstance(ctx, AttnPool) else (None, None)
-    if len(fusions) == 2:
-        mul, add = (bottleneck_params(b) for b in blk.transform.branches)
-    elif fusions[0] == "add":
-        mul, add = None, bottleneck_params(blk.transform)
-    else:
-        mul, add = bottleneck_params(blk.transform), None
-    return gc_ref(x, wk, bk, add=add, mul=mul, pooling=cfg["pooling"])
-
-
-@pytest.mark.parametrize("dims", [1, 2, 3])
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
-@pytest.mark.parametrize("cfg", GC_CONFIGS, ids=lambda c: f"{c['pooling']}-{c['fusion']}")
-def test_gc_matches_reference(dims, dtype, tol, cfg):
-    blk = randomize(globalctx.create_block("gc", 16, rd_ratio=1 / 4, **cfg)).to(dtype)
-    x = torch.randn(SHAPES[dims], dtype=dtype)
-    with torch.no_grad():
-        torch.testing.assert_close(blk(x), gc_reference(blk, x, cfg), rtol=tol, atol=tol)
-
-
-@pytest.mark.parametrize("dims", [1, 2, 3])
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
-def test_se_matches_reference(dims, dtype, tol):
-    blk = randomize(globalctx.create_block("se", 16, rd_ratio=1 / 4)).to(dtype)
-    x = torch.randn(SHAPES[dims], dtype=dtype)
-    with torch.no_grad():
-        torch.testing.assert_close(blk(x), se_ref(x, bottleneck_params(blk.transform)), rtol=tol, atol=tol)
-
-
-@pytest.mark.parametrize("dims", [1, 2, 3])
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
-def test_snl_matches_reference(dims, dtype, tol):
-    blk = randomize(globalctx.create_block("snl", 16)).to(dtype)
-    x = torch.randn(SHAPES[dims], dtype=dtype)
-    m, fc = blk.context.conv_mask, blk.transform.fc
-    with torch.no_grad():
-        torch.testing.assert_close(blk(x), snl_ref(x, m.weight[0], m.bias[0], fc.weight, fc.bias), rtol=tol, atol=tol)
 
 
 def test_gc_avg_no_norm_scale_equals_se():

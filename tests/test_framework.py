@@ -31,6 +31,39 @@ def test_free_composition():
     torch.testing.assert_close(blk(x), ref)
 
 
+def test_sequential_transform_resets_and_names_errors():
+    """A part without ``reset_parameters`` (an ``nn.Sequential``) is reset through its children."""
+    seq = nn.Sequential(nn.Linear(32, 8), nn.ReLU(), nn.Linear(8, 32))
+    blk = GlobalContextBlock(32, context=AvgPool(), transform=seq, fusion=ScaleFusion(), name="mine")
+    with torch.no_grad():
+        for p in seq.parameters():
+            p.fill_(7.0)
+    torch.manual_seed(1)
+    blk.reset_parameters()
+    assert all((p != 7.0).all() for p in seq.parameters())
+    torch.manual_seed(1)
+    ref = nn.Sequential(nn.Linear(32, 8), nn.ReLU(), nn.Linear(8, 32))
+    torch.manual_seed(1)
+    ref[0].reset_parameters(), ref[2].reset_parameters()
+    for a, b in zip(seq.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"^mine: expected 32 channels"):
+        blk(torch.randn(2, 16, 4, 4))
+
+
+def test_timm_style_init_keeps_identity():
+    """timm's ``ResNet.init_weights`` calls ``m.zero_init_last()`` on every module having it."""
+    blk = globalctx.create_block("se", 32, init="identity")
+    for m in blk.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight)  # a blanket re-init of the host network
+    for m in blk.modules():
+        if hasattr(m, "zero_init_last"):
+            m.zero_init_last()
+    x = torch.randn(2, 32, 5, 5)
+    assert torch.equal(blk(x), x)
+
+
 @pytest.mark.parametrize("name,kw", [("gc", {}), ("gc", dict(pooling="avg")), ("snl", {})])
 @pytest.mark.parametrize("dims", [1, 2, 3])
 def test_add_fusion_identity_at_init(name, kw, dims):

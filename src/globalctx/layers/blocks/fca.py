@@ -13,11 +13,9 @@ import math
 import torch
 import torch.fx
 
-from ..helpers import rd_width
-from ..parts.base import GlobalContextBlock, Part, init_flags
-from ..parts.fusion import ScaleFusion
-from ..parts.transform import Mlp
+from ..parts.base import GlobalContextBlock, Part
 from ..registry import register_block
+from .se import squeeze_excitation
 
 __all__ = [
     "DCTPool",
@@ -217,15 +215,17 @@ def fca_block(
     ``init="paper"``: gate about 0.5 (official init). ``init="identity"``: ``W_2`` zeroed and gate
     ``2 * sigmoid``, exactly ``x``. ``zero_init_last`` / ``identity_init``: legacy overrides.
     """
-    zero_last, gate = init_flags(
-        "fca", init, paper_zero_last=False, zero_init_last=zero_init_last, identity_init=identity_init
-    )
-    cr = rd_width(channels, rd_ratio, rd_channels, rd_divisor, what="fca")
-    dd = {"device": device, "dtype": dtype}
-    return GlobalContextBlock(
+    return squeeze_excitation(
+        "fca",
         channels,
-        context=DCTPool(channels, freq_sel=freq_sel, dct_size=dct_size, **dd),
-        transform=Mlp(channels, cr, bias=False, zero_init_last=zero_last, **dd),
-        fusion=ScaleFusion(identity_init=gate),
-        name="fca",
+        context=DCTPool(channels, freq_sel=freq_sel, dct_size=dct_size, device=device, dtype=dtype),
+        rd_ratio=rd_ratio,
+        rd_channels=rd_channels,
+        rd_divisor=rd_divisor,
+        bias=False,
+        init=init,
+        zero_init_last=zero_init_last,
+        identity_init=identity_init,
+        device=device,
+        dtype=dtype,
     )

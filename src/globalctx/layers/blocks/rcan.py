@@ -5,12 +5,10 @@ Shape legend: ``N`` batch, ``C`` channels, ``C_r`` reduced channels, ``*S`` 1..3
 
 from __future__ import annotations
 
-from ..helpers import rd_width
-from ..parts.base import GlobalContextBlock, init_flags
+from ..parts.base import GlobalContextBlock
 from ..parts.context import AvgPool
-from ..parts.fusion import ScaleFusion
-from ..parts.transform import Mlp
 from ..registry import register_block
+from .se import squeeze_excitation
 
 __all__ = ["rcan_block"]
 
@@ -36,14 +34,17 @@ def rcan_block(
     ``init="paper"``: gate about 0.5. ``init="identity"``: ``W_2`` zeroed and gate ``2 * sigmoid``,
     exactly ``x``. ``zero_init_last`` / ``identity_init``: legacy overrides.
     """
-    zero_last, gate = init_flags(
-        "rcan", init, paper_zero_last=False, zero_init_last=zero_init_last, identity_init=identity_init
-    )
-    cr = rd_width(channels, rd_ratio, rd_channels, rd_divisor, what="rcan")
-    return GlobalContextBlock(
+    return squeeze_excitation(
+        "rcan",
         channels,
         context=AvgPool(),
-        transform=Mlp(channels, cr, bias=True, zero_init_last=zero_last, device=device, dtype=dtype),
-        fusion=ScaleFusion(identity_init=gate),
-        name="rcan",
+        rd_ratio=rd_ratio,
+        rd_channels=rd_channels,
+        rd_divisor=rd_divisor,
+        bias=True,
+        init=init,
+        zero_init_last=zero_init_last,
+        identity_init=identity_init,
+        device=device,
+        dtype=dtype,
     )

@@ -14,7 +14,43 @@ from ..parts.fusion import ScaleFusion
 from ..parts.transform import Mlp
 from ..registry import register_block
 
-__all__ = ["se_block"]
+__all__ = ["se_block", "squeeze_excitation"]
+
+
+def squeeze_excitation(
+    name: str,
+    channels: int,
+    *,
+    context: nn.Module,
+    rd_ratio: float | None,
+    rd_channels: int | None,
+    rd_divisor: int,
+    bias: bool,
+    init: str,
+    zero_init_last: bool | None,
+    identity_init: bool | None,
+    act_layer=nn.ReLU,
+    device=None,
+    dtype=None,
+) -> GlobalContextBlock:
+    """The SE shape shared by ``se``, ``rcan``, ``soca`` and ``fca``: ``x * sigmoid(Mlp(context(x)))``.
+
+    ``init`` maps as :func:`se_block` documents: ``"paper"`` keeps PyTorch's default init,
+    ``"identity"`` zeroes the last FC and uses the gate ``2 * sigmoid``.
+    """
+    zero_last, gate = init_flags(
+        name, init, paper_zero_last=False, zero_init_last=zero_init_last, identity_init=identity_init
+    )
+    cr = rd_width(channels, rd_ratio, rd_channels, rd_divisor, what=name)
+    return GlobalContextBlock(
+        channels,
+        context=context,
+        transform=Mlp(
+            channels, cr, act_layer=act_layer, bias=bias, zero_init_last=zero_last, device=device, dtype=dtype
+        ),
+        fusion=ScaleFusion(identity_init=gate),
+        name=name,
+    )
 
 
 @register_block("se")
@@ -41,16 +77,18 @@ def se_block(
     ``init="identity"``: ``W_2`` zeroed (weight and bias) and the gate ``2 * sigmoid``: ``y = x``.
     ``zero_init_last`` / ``identity_init``: legacy overrides of the two flags.
     """
-    zero_last, gate = init_flags(
-        "se", init, paper_zero_last=False, zero_init_last=zero_init_last, identity_init=identity_init
-    )
-    cr = rd_width(channels, rd_ratio, rd_channels, rd_divisor, what="se")
-    return GlobalContextBlock(
+    return squeeze_excitation(
+        "se",
         channels,
         context=AvgPool(),
-        transform=Mlp(
-            channels, cr, act_layer=act_layer, bias=bias, zero_init_last=zero_last, device=device, dtype=dtype
-        ),
-        fusion=ScaleFusion(identity_init=gate),
-        name="se",
+        rd_ratio=rd_ratio,
+        rd_channels=rd_channels,
+        rd_divisor=rd_divisor,
+        bias=bias,
+        act_layer=act_layer,
+        init=init,
+        zero_init_last=zero_init_last,
+        identity_init=identity_init,
+        device=device,
+        dtype=dtype,
     )

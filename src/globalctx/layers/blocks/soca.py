@@ -10,12 +10,10 @@ from __future__ import annotations
 import torch
 import torch.fx
 
-from ..helpers import rd_width
-from ..parts.base import GlobalContextBlock, Part, init_flags
+from ..parts.base import GlobalContextBlock, Part
 from ..parts.covariance import covariance_pool, newton_schulz_sqrt
-from ..parts.fusion import ScaleFusion
-from ..parts.transform import Mlp
 from ..registry import register_block
+from .se import squeeze_excitation
 
 __all__ = ["CovSqrtPool", "center_crop", "soca_block"]
 
@@ -101,15 +99,17 @@ def soca_block(
     ``init="paper"``: gate about 0.5 (official init). ``init="identity"``: ``W_2`` zeroed and gate
     ``2 * sigmoid``, exactly ``x``. ``zero_init_last`` / ``identity_init``: legacy overrides.
     """
-    zero_last, gate = init_flags(
-        "soca", init, paper_zero_last=False, zero_init_last=zero_init_last, identity_init=identity_init
-    )
-    cr = rd_width(channels, rd_ratio, rd_channels, rd_divisor, what="soca")
-    dd = {"device": device, "dtype": dtype}
-    return GlobalContextBlock(
+    return squeeze_excitation(
+        "soca",
         channels,
         context=CovSqrtPool(iterations=iterations, max_size=max_size),
-        transform=Mlp(channels, cr, bias=True, zero_init_last=zero_last, **dd),
-        fusion=ScaleFusion(identity_init=gate),
-        name="soca",
+        rd_ratio=rd_ratio,
+        rd_channels=rd_channels,
+        rd_divisor=rd_divisor,
+        bias=True,
+        init=init,
+        zero_init_last=zero_init_last,
+        identity_init=identity_init,
+        device=device,
+        dtype=dtype,
     )

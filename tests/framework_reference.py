@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 
 def layer_norm(v: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -65,3 +66,24 @@ def gc_ref(x, wk, bk, add=None, mul=None, norm=True, pooling="att"):
 def snl_ref(x, wk, bk, wv, bv):
     ctx = attention_pool(x, wk, bk)
     return x + expand(ctx @ wv.T + bv, x)
+
+
+SHAPES = {1: (2, 16, 9), 2: (2, 16, 5, 4), 3: (2, 16, 2, 3, 4)}
+
+
+def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every parameter non-trivial values (zero-init would hide half of the math)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype) * 0.5)
+    return module
+
+
+def bottleneck_params(b: nn.Module) -> dict:
+    """The named weights of an ``Mlp`` transform (fc1, optional LayerNorm, fc2)."""
+    p = {"fc1_w": b.fc1.weight, "fc1_b": b.fc1.bias, "fc2_w": b.fc2.weight, "fc2_b": b.fc2.bias}
+    if isinstance(b.norm, nn.LayerNorm):
+        p.update(ln_w=b.norm.weight, ln_b=b.norm.bias)
+    return p
+

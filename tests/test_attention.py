@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from globalctx.layers import attention as A
+from globalctx.layers import nl_attention as A
 
 
 def dense(form, q, k, v, scale=1.0):

@@ -6,9 +6,10 @@ import torch
 from torch import nn
 
 from globalctx.layers import GlobalContextBlock, create_block
-from globalctx.layers.covariance import CovSqrtPool, covariance_pool, newton_schulz_sqrt
-from globalctx.layers.dia import DIAStage
-from globalctx.layers.transform_extra import eca_kernel_size
+from globalctx.layers.blocks.dia import DIAStage
+from globalctx.layers.blocks.eca import eca_kernel_size
+from globalctx.layers.blocks.soca import CovSqrtPool
+from globalctx.layers.parts.covariance import covariance_pool, newton_schulz_sqrt
 
 PRESETS = ["eca", "fca", "srm", "gct", "gsop", "soca", "enc", "rcan", "dia", "ban"]
 # small but valid options per preset (C = 32)
@@ -165,7 +166,7 @@ def test_srm_batch_one_train_mode_and_single_position():
 
 
 def test_style_pool_matches_var_mean_with_offset_mean():
-    from globalctx.layers.context_extra import StylePool
+    from globalctx.layers.blocks.srm import StylePool
 
     x = 3.0 + torch.randn(4, 8, 20, 20)  # |mean| = 3 std: the one-pass variance must stay accurate
     var, mean = torch.var_mean(x.double().flatten(2), dim=-1)
@@ -209,9 +210,9 @@ def test_fca_onnx_export_at_non_divisible_size():
 
     from onnx.reference import ReferenceEvaluator
 
-    from globalctx.layers.context_extra import _pool_matrix_cached
+    from globalctx.layers.blocks.fca import pool_matrix_cached
 
-    _pool_matrix_cached.cache_clear()  # the resize matrices are built while exporting
+    pool_matrix_cached.cache_clear()  # the resize matrices are built while exporting
     blk = create_block("fca", 32, freq_sel="top4").eval()
     x = torch.randn(1, 32, 12, 9)
     buf = io.BytesIO()
@@ -305,7 +306,7 @@ def test_eca_matches_timm_eca_module():
 
 
 def test_collect_no_weight_decay_prefixes_module_paths():
-    from globalctx.layers.channel_block import collect_no_weight_decay
+    from globalctx.layers import collect_no_weight_decay
 
     model = nn.Sequential(nn.Conv2d(3, 16, 1), create_block("gct", 16), nn.Sequential(create_block("srm", 16)))
     names = collect_no_weight_decay(model)

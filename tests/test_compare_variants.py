@@ -169,7 +169,7 @@ def test_format_errors():
     with pytest.raises(ValueError, match="cannot be written in a spec"):
         format_variant([Placement("gc", pooling="true")])  # would read back as a bool
     with pytest.raises(ValueError, match="only placements of a registered block name"):
-        format_variant([Placement(globalctx.layers.presets.gc_block)])
+        format_variant([Placement(globalctx.layers.get_block("gc"))])
     with pytest.raises(ValueError, match="cannot be written as a spec"):
         format_variant([Placement("fca", stage_options={2: {"dct_size": 7}})])
 

@@ -31,7 +31,7 @@ def test_unknown_option_is_type_error():
 def test_none_means_no_block_and_callables_pass_through():
     assert globalctx.create_block(None, 64) is None
     assert globalctx.create_block("", 64) is None
-    blk = globalctx.create_block(globalctx.layers.presets.gc_block, 64, rd_ratio=1 / 4)
+    blk = globalctx.create_block(globalctx.layers.blocks.gc.gc_block, 64, rd_ratio=1 / 4)
     assert blk.transform.fc1.out_features == 16
 
 

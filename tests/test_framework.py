@@ -7,76 +7,8 @@ import torch
 from torch import nn
 
 import globalctx
-from framework_reference import gc_ref, se_ref, snl_ref
+from framework_reference import SHAPES, randomize
 from globalctx.layers import AddFusion, AttnPool, AvgPool, Bottleneck, GlobalContextBlock, ScaleFusion
-
-SHAPES = {1: (2, 16, 9), 2: (2, 16, 5, 4), 3: (2, 16, 2, 3, 4)}
-GC_CONFIGS = [
-    dict(pooling="att", fusion="add"),
-    dict(pooling="att", fusion="mul"),
-    dict(pooling="att", fusion=("add", "mul")),
-    dict(pooling="avg", fusion="add"),
-    dict(pooling="avg", fusion="mul"),
-    dict(pooling="avg", fusion=("mul", "add")),
-]
-
-
-def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every parameter non-trivial values (zero-init would hide half of the math)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype) * 0.5)
-    return module
-
-
-def bottleneck_params(b: Bottleneck) -> dict:
-    p = {"fc1_w": b.fc1.weight, "fc1_b": b.fc1.bias, "fc2_w": b.fc2.weight, "fc2_b": b.fc2.bias}
-    if isinstance(b.norm, nn.LayerNorm):
-        p.update(ln_w=b.norm.weight, ln_b=b.norm.bias)
-    return p
-
-
-def gc_reference(blk, x, cfg):
-    fusions = (cfg["fusion"],) if isinstance(cfg["fusion"], str) else cfg["fusion"]
-    ctx = blk.context
-    wk, bk = (ctx.conv_mask.weight[0], ctx.conv_mask.bias[0]) if isinstance(ctx, AttnPool) else (None, None)
-    if len(fusions) == 2:
-        mul, add = (bottleneck_params(b) for b in blk.transform.branches)
-    elif fusions[0] == "add":
-        mul, add = None, bottleneck_params(blk.transform)
-    else:
-        mul, add = bottleneck_params(blk.transform), None
-    return gc_ref(x, wk, bk, add=add, mul=mul, pooling=cfg["pooling"])
-
-
-@pytest.mark.parametrize("dims", [1, 2, 3])
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
-@pytest.mark.parametrize("cfg", GC_CONFIGS, ids=lambda c: f"{c['pooling']}-{c['fusion']}")
-def test_gc_matches_reference(dims, dtype, tol, cfg):
-    blk = randomize(globalctx.create_block("gc", 16, rd_ratio=1 / 4, **cfg)).to(dtype)
-    x = torch.randn(SHAPES[dims], dtype=dtype)
-    with torch.no_grad():
-        torch.testing.assert_close(blk(x), gc_reference(blk, x, cfg), rtol=tol, atol=tol)
-
-
-@pytest.mark.parametrize("dims", [1, 2, 3])
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
-def test_se_matches_reference(dims, dtype, tol):
-    blk = randomize(globalctx.create_block("se", 16, rd_ratio=1 / 4)).to(dtype)
-    x = torch.randn(SHAPES[dims], dtype=dtype)
-    with torch.no_grad():
-        torch.testing.assert_close(blk(x), se_ref(x, bottleneck_params(blk.transform)), rtol=tol, atol=tol)
-
-
-@pytest.mark.parametrize("dims", [1, 2, 3])
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
-def test_snl_matches_reference(dims, dtype, tol):
-    blk = randomize(globalctx.create_block("snl", 16)).to(dtype)
-    x = torch.randn(SHAPES[dims], dtype=dtype)
-    m, fc = blk.context.conv_mask, blk.transform.fc
-    with torch.no_grad():
-        torch.testing.assert_close(blk(x), snl_ref(x, m.weight[0], m.bias[0], fc.weight, fc.bias), rtol=tol, atol=tol)
 
 
 def test_gc_avg_no_norm_scale_equals_se():
@@ -97,6 +29,39 @@ def test_free_composition():
     randomize(blk)
     ref = x + blk.transform(x.mean((2, 3)))[..., None, None]
     torch.testing.assert_close(blk(x), ref)
+
+
+def test_sequential_transform_resets_and_names_errors():
+    """A part without ``reset_parameters`` (an ``nn.Sequential``) is reset through its children."""
+    seq = nn.Sequential(nn.Linear(32, 8), nn.ReLU(), nn.Linear(8, 32))
+    blk = GlobalContextBlock(32, context=AvgPool(), transform=seq, fusion=ScaleFusion(), name="mine")
+    with torch.no_grad():
+        for p in seq.parameters():
+            p.fill_(7.0)
+    torch.manual_seed(1)
+    blk.reset_parameters()
+    assert all((p != 7.0).all() for p in seq.parameters())
+    torch.manual_seed(1)
+    ref = nn.Sequential(nn.Linear(32, 8), nn.ReLU(), nn.Linear(8, 32))
+    torch.manual_seed(1)
+    ref[0].reset_parameters(), ref[2].reset_parameters()
+    for a, b in zip(seq.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"^mine: expected 32 channels"):
+        blk(torch.randn(2, 16, 4, 4))
+
+
+def test_timm_style_init_keeps_identity():
+    """timm's ``ResNet.init_weights`` calls ``m.zero_init_last()`` on every module having it."""
+    blk = globalctx.create_block("se", 32, init="identity")
+    for m in blk.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight)  # a blanket re-init of the host network
+    for m in blk.modules():
+        if hasattr(m, "zero_init_last"):
+            m.zero_init_last()
+    x = torch.randn(2, 32, 5, 5)
+    assert torch.equal(blk(x), x)
 
 
 @pytest.mark.parametrize("name,kw", [("gc", {}), ("gc", dict(pooling="avg")), ("snl", {})])

@@ -1,4 +1,4 @@
-"""Small shared helpers: reduction widths, input checks, spatial flattening.
+"""Small shared helpers: reduction widths, input checks, zero-init of a last layer.
 
 Shape legend: ``N`` batch, ``C`` channels, ``C_r`` reduced channels, ``*S`` spatial dims
 (1, 2 or 3 of them), ``L = prod(S)``.
@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.fx
+from torch import nn
 
-__all__ = ["make_divisible", "rd_width", "check_input", "spatial_dims"]
+__all__ = ["make_divisible", "rd_width", "check_input", "zero_layer", "fp32_softmax_input"]
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
@@ -59,15 +61,23 @@ def rd_width(
         source = f"channels={channels} * rd_ratio={rd_ratio:g}"
     if width < 1:
         raise ValueError(
-            f"{what}: reduced width {source} gives {width} < 1 channel; "
-            f"use a larger rd_ratio or pass rd_channels >= 1"
+            f"{what}: reduced width {source} gives {width} < 1 channel; use a larger rd_ratio or pass rd_channels >= 1"
         )
     return width
 
 
-def spatial_dims(x: torch.Tensor) -> int:
-    """Number of spatial dims of ``x`` laid out as ``[N, C, *S]``."""
-    return x.dim() - 2
+def zero_layer(layer: nn.Module) -> None:
+    """Zero ``layer.weight`` and ``layer.bias`` (when present): the identity-at-insertion init."""
+    nn.init.zeros_(layer.weight)
+    if getattr(layer, "bias", None) is not None:
+        nn.init.zeros_(layer.bias)
+
+
+def fp32_softmax_input(logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` in fp32 when fp16/bf16 (softmax statistics without overflow), else unchanged."""
+    if logits.dtype == torch.float16 or logits.dtype == torch.bfloat16:
+        return logits.float()
+    return logits
 
 
 def check_input(x: torch.Tensor, channels: int, name: str, max_spatial: int = 3) -> None:
@@ -75,12 +85,15 @@ def check_input(x: torch.Tensor, channels: int, name: str, max_spatial: int = 3)
 
     Checks rank (1..``max_spatial`` spatial dims), channel count, a floating dtype and non-empty
     spatial dims. Shapes are static under tracing and compilation, so the checks cost nothing
-    there.
+    there. Under ``torch.fx.symbolic_trace`` the input is a ``Proxy`` without a shape: the check
+    is skipped, so the traced graph has no check (TorchScript compiles the check as usual).
     """
+    if not torch.jit.is_scripting():
+        if isinstance(x, torch.fx.Proxy):  # symbolic tracing: no shape to check
+            return
     if x.dim() < 3 or x.dim() > 2 + max_spatial:
         raise ValueError(
-            f"{name}: expected input [N, {channels}, *S] with 1..{max_spatial} spatial dims, "
-            f"got shape {list(x.shape)}"
+            f"{name}: expected input [N, {channels}, *S] with 1..{max_spatial} spatial dims, got shape {list(x.shape)}"
         )
     if x.shape[1] != channels:
         raise ValueError(f"{name}: expected {channels} channels (dim 1), got shape {list(x.shape)}")

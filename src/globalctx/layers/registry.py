@@ -6,34 +6,27 @@ from collections.abc import Callable
 
 from torch import nn
 
-__all__ = ["register_block", "create_block", "list_blocks", "get_block"]
+from ..registry import Registry
 
-_BLOCKS: dict[str, Callable[..., nn.Module]] = {}
+__all__ = ["BLOCKS", "register_block", "create_block", "list_blocks", "get_block"]
+
+#: every registered block constructor, by name
+BLOCKS: Registry[Callable[..., nn.Module]] = Registry("block")
 
 
 def register_block(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: register ``fn`` under ``name`` (lowercase, unique)."""
-
-    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _BLOCKS:
-            raise ValueError(f"block {name!r} is already registered")
-        _BLOCKS[name] = fn
-        return fn
-
-    return wrap
+    return BLOCKS.register(name)
 
 
 def list_blocks() -> list[str]:
     """Names of all registered blocks, sorted."""
-    return sorted(_BLOCKS)
+    return BLOCKS.names()
 
 
 def get_block(name: str) -> Callable[..., nn.Module]:
     """The registered constructor for ``name``; unknown names raise ``ValueError``."""
-    try:
-        return _BLOCKS[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown block {name!r}; known blocks: {', '.join(list_blocks())}") from None
+    return BLOCKS.get(name)
 
 
 def create_block(name: str | Callable[..., nn.Module] | None, channels: int, **options) -> nn.Module | None:
@@ -42,8 +35,9 @@ def create_block(name: str | Callable[..., nn.Module] | None, channels: int, **o
     Args:
         name: a registered name (see :func:`list_blocks`), a class or callable taking
             ``(channels, **options)``, or ``None`` / ``""`` for no block (returns ``None``).
-        channels: number of input (= output) channels.
-        **options: the preset's keyword options; a misspelled one raises ``TypeError``.
+        channels: number of input (= output) channels, a positive ``int``.
+        **options: the preset's keyword options; a misspelled one raises ``TypeError``. Every
+            registered block takes ``init="paper" | "identity"``.
 
     Example::
 
@@ -53,4 +47,9 @@ def create_block(name: str | Callable[..., nn.Module] | None, channels: int, **o
     if name is None or name == "":
         return None
     fn = get_block(name) if isinstance(name, str) else name
+    label = name if isinstance(name, str) else getattr(name, "__name__", type(name).__name__)
+    if isinstance(channels, bool) or not isinstance(channels, int):
+        raise TypeError(f"{label}: channels must be an int, got {type(channels).__name__} {channels!r}")
+    if channels < 1:
+        raise ValueError(f"{label}: channels must be a positive int, got {channels}")
     return fn(channels, **options)

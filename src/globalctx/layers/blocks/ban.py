@@ -10,9 +10,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .helpers import check_input, rd_width
+from ..helpers import check_input, rd_width, zero_layer
+from ..parts.base import check_init
+from ..registry import register_block
 
-__all__ = ["PointwiseConvBNReLU", "BilinearFeatures", "BilinearAttention", "utri_pairs"]
+__all__ = ["BilinearAttention", "BilinearFeatures", "PointwiseConvBNReLU", "ban_block", "utri_pairs"]
 
 
 def utri_pairs(m: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,7 +34,8 @@ class PointwiseConvBNReLU(nn.Module):
     """1x1 conv (bias) -> BN -> ReLU on ``[N, C_in, L]`` (the reference code's ``ConvBlock(k=1)``).
 
     Args:
-        zero_init_last: zero the BN affine so the output is exactly 0. Default: ``False``.
+        zero_init_last: zero the BN affine so the output is exactly 0 (stored as ``zero_last``).
+            Default: ``False``.
 
     Shape:
         - Input: ``[N, C_in, L]``
@@ -42,7 +45,7 @@ class PointwiseConvBNReLU(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, *, zero_init_last: bool = False, device=None, dtype=None):
         super().__init__()
         dd = {"device": device, "dtype": dtype}
-        self.zero_init_last = zero_init_last
+        self.zero_last = zero_init_last
         self.conv = nn.Linear(in_channels, out_channels, **dd)
         self.bn = nn.BatchNorm1d(out_channels, **dd)
         self.reset_parameters()
@@ -50,9 +53,12 @@ class PointwiseConvBNReLU(nn.Module):
     def reset_parameters(self) -> None:
         self.conv.reset_parameters()
         self.bn.reset_parameters()
-        if self.zero_init_last:
-            nn.init.zeros_(self.bn.weight)
-            nn.init.zeros_(self.bn.bias)
+        self.zero_init_last()
+
+    def zero_init_last(self) -> None:
+        """Zero the BN affine when built with ``zero_init_last=True``."""
+        if self.zero_last:
+            zero_layer(self.bn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.conv.weight.expand(x.shape[0], -1, -1)  # [N, C_out, C_in] (stride-0 batch, no copy)
@@ -154,8 +160,40 @@ class BilinearAttention(nn.Module):
         return 2.0 * g if self.identity_init else g
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.channels, "BilinearAttention")
+        check_input(x, self.channels, "ban")
         return x * self.gate(x).reshape(x.shape)  # [N, C, L] -> [N, C, *S]
 
     def extra_repr(self) -> str:
         return f"{self.channels}, rd_channels={self.rd_channels}, identity_init={self.identity_init}"
+
+
+@register_block("ban")
+def ban_block(
+    channels: int,
+    *,
+    rd_ratio: float = 1 / 16,
+    rd_channels: int | None = None,
+    rd_divisor: int = 1,
+    init: str = "paper",
+    identity_init: bool | None = None,
+    device=None,
+    dtype=None,
+) -> BilinearAttention:
+    """Bilinear attention with attention-in-attention (Fang et al., ICCV 2019,
+    https://openaccess.thecvf.com/content_ICCV_2019/html/Fang_Bilinear_Attention_Networks_for_Person_Retrieval_ICCV_2019_paper.html);
+    see :class:`BilinearAttention`.
+
+    ``init="paper"``: gate in ``[0.5, 1)`` per position. ``init="identity"``: the outer map's BN
+    zeroed and the gate ``2 sigmoid``, exactly ``x``. ``identity_init``: legacy spelling of
+    ``init="identity"`` (``True``) / ``"paper"``.
+    """
+    identity = check_init("ban", init) if identity_init is None else bool(identity_init)
+    return BilinearAttention(
+        channels,
+        rd_ratio=rd_ratio,
+        rd_channels=rd_channels,
+        rd_divisor=rd_divisor,
+        identity_init=identity,
+        device=device,
+        dtype=dtype,
+    )

@@ -11,10 +11,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["Bottleneck", "LinearTransform", "StackedTransforms"]
+from ..helpers import zero_layer
+from .base import Part, reset_part
+
+__all__ = ["Mlp", "Bottleneck", "LinearTransform", "StackedTransforms"]
 
 
-class Bottleneck(nn.Module):
+class Mlp(Part):
     """Bottleneck MLP ``C -> C_r -> C``: FC, optional norm, activation, FC (SE, GC).
 
     The FCs are ``nn.Linear`` on the pooled ``[N, C]`` vector (the same maps as the official 1x1
@@ -27,8 +30,8 @@ class Bottleneck(nn.Module):
         norm_layer: ``None`` or a norm type taking ``C_r`` (e.g. ``nn.LayerNorm``). Default: ``None``.
         act_layer: activation type. Default: ``nn.ReLU``.
         bias: bias in both FCs. Default: ``True``.
-        zero_init_last: zero the last FC's weight *and* bias so the transform outputs 0 at init.
-            Default: ``True``.
+        zero_init_last: zero the last FC's weight *and* bias so the transform outputs 0 at init
+            (stored as ``zero_last``; :meth:`zero_init_last` re-applies it). Default: ``True``.
 
     Shape:
         - Input: ``[N, C]``
@@ -49,7 +52,7 @@ class Bottleneck(nn.Module):
     ):
         super().__init__()
         dd = {"device": device, "dtype": dtype}
-        self.zero_init_last = zero_init_last
+        self.zero_last = zero_init_last
         self.fc1 = nn.Linear(channels, rd_channels, bias=bias, **dd)
         self.norm = norm_layer(rd_channels, **dd) if norm_layer is not None else nn.Identity()
         self.act = act_layer()
@@ -58,26 +61,32 @@ class Bottleneck(nn.Module):
 
     def reset_parameters(self) -> None:
         self.fc1.reset_parameters()
-        if hasattr(self.norm, "reset_parameters"):
-            self.norm.reset_parameters()
-        if self.zero_init_last:
-            nn.init.zeros_(self.fc2.weight)
-            if self.fc2.bias is not None:
-                nn.init.zeros_(self.fc2.bias)
+        reset_part(self.norm)
+        if self.zero_last:
+            zero_layer(self.fc2)
         else:
             self.fc2.reset_parameters()
+
+    def zero_init_last(self) -> None:
+        """Zero the last FC (weight and bias) when built with ``zero_init_last=True``."""
+        if self.zero_last:
+            zero_layer(self.fc2)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.norm(self.fc1(t))))  # [N, C] -> [N, C_r] -> [N, C]
 
 
-class LinearTransform(nn.Module):
+#: the name the MLP transform had before (kept for existing imports)
+Bottleneck = Mlp
+
+
+class LinearTransform(Part):
     """One linear map ``C -> C`` (SNL's ``W_v``).
 
     Args:
         channels: ``C``.
         bias: Default: ``True``.
-        zero_init_last: zero weight and bias at init. Default: ``True``.
+        zero_init_last: zero weight and bias at init (stored as ``zero_last``). Default: ``True``.
 
     Shape:
         - Input: ``[N, C]``
@@ -86,25 +95,28 @@ class LinearTransform(nn.Module):
 
     def __init__(self, channels: int, *, bias: bool = True, zero_init_last: bool = True, device=None, dtype=None):
         super().__init__()
-        self.zero_init_last = zero_init_last
+        self.zero_last = zero_init_last
         self.fc = nn.Linear(channels, channels, bias=bias, device=device, dtype=dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        if self.zero_init_last:
-            nn.init.zeros_(self.fc.weight)
-            if self.fc.bias is not None:
-                nn.init.zeros_(self.fc.bias)
-        else:
-            nn.init.kaiming_uniform_(self.fc.weight, a=math.sqrt(5))
-            if self.fc.bias is not None:
-                nn.init.zeros_(self.fc.bias)
+        if self.zero_last:
+            zero_layer(self.fc)
+            return
+        nn.init.kaiming_uniform_(self.fc.weight, a=math.sqrt(5))
+        if self.fc.bias is not None:
+            nn.init.zeros_(self.fc.bias)
+
+    def zero_init_last(self) -> None:
+        """Zero weight and bias when built with ``zero_init_last=True``."""
+        if self.zero_last:
+            zero_layer(self.fc)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         return self.fc(t)  # [N, C]
 
 
-class StackedTransforms(nn.Module):
+class StackedTransforms(Part):
     """Several transforms of the same context, stacked: ``[N, C] -> [N, K, C]``.
 
     Used for GC's two branches (``channel_mul`` and ``channel_add``), consumed by
@@ -121,7 +133,7 @@ class StackedTransforms(nn.Module):
 
     def reset_parameters(self) -> None:
         for b in self.branches:
-            b.reset_parameters()
+            reset_part(b)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         return torch.stack([b(t) for b in self.branches], dim=1)  # [N, K, C]

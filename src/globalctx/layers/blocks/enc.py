@@ -1,4 +1,5 @@
-"""EncNet's context encoding in pure PyTorch (Zhang et al., CVPR 2018, arXiv 1803.08904).
+"""EncNet's EncModule (Zhang et al., CVPR 2018, arXiv 1803.08904): the ``enc`` preset and the
+context encoding in pure PyTorch.
 
 Shape legend: ``N`` batch, ``C`` channels (= the encoding's ``D``), ``K`` codewords,
 ``*S`` 1..3 spatial dims, ``L = prod(S)``.
@@ -11,13 +12,16 @@ import math
 import torch
 from torch import nn
 
-from .channel_block import ChannelContextBlock
-from .helpers import check_input
+from ..helpers import check_input
+from ..parts.base import GlobalContextBlock, Part, init_flags
+from ..parts.fusion import ResidualGateFusion
+from ..parts.transform import LinearTransform
+from ..registry import register_block
 
-__all__ = ["Encoding", "EncodingPool", "EncModule"]
+__all__ = ["EncModule", "Encoding", "EncodingPool", "enc_block"]
 
 
-class Encoding(nn.Module):
+class Encoding(Part):
     """The encoding layer: soft-assignment residual encoding with learned codewords.
 
     ``a_ik = softmax_k(s_k ||x_i - d_k||^2)``, ``e_k = sum_i a_ik (x_i - d_k)``. As the official
@@ -67,7 +71,7 @@ class Encoding(nn.Module):
         return f"{self.channels}, num_codes={self.num_codes}"
 
 
-class EncodingPool(nn.Module):
+class EncodingPool(Part):
     """EncModule's context: 1x1 conv (no bias), BN, ReLU, :class:`Encoding`, BN over codes, ReLU,
     mean over codes (official ``EncModule.encoding``).
 
@@ -100,7 +104,7 @@ class EncodingPool(nn.Module):
         return e.mean(1)  # [N, C]
 
 
-class EncModule(ChannelContextBlock):
+class EncModule(GlobalContextBlock):
     """EncNet's EncModule as a framework block, with the optional SE-loss head.
 
     ``e = EncodingPool(x)``, ``gamma = sigmoid(W e + b)``, ``y = ReLU(x + x * gamma)``; the SE-loss
@@ -110,7 +114,7 @@ class EncModule(ChannelContextBlock):
 
     Args:
         channels: ``C``.
-        context, transform, fusion: the parts (see :func:`globalctx.layers.presets_channel.enc_block`).
+        context, transform, fusion: the parts (see :func:`enc_block`).
         num_classes: SE-loss classes; ``None`` for no head. Default: ``None``.
 
     Shape:
@@ -119,9 +123,18 @@ class EncModule(ChannelContextBlock):
     """
 
     def __init__(
-        self, channels: int, *, context, transform, fusion, num_classes: int | None = None, device=None, dtype=None
+        self,
+        channels: int,
+        *,
+        context,
+        transform,
+        fusion,
+        num_classes: int | None = None,
+        name: str = "enc",
+        device=None,
+        dtype=None,
     ):
-        super().__init__(channels, context=context, transform=transform, fusion=fusion)
+        super().__init__(channels, context=context, transform=transform, fusion=fusion, name=name)
         if num_classes is not None and num_classes < 1:
             raise ValueError(f"enc: num_classes must be >= 1 or None, got {num_classes}")
         self.se_head = nn.Linear(channels, num_classes, device=device, dtype=dtype) if num_classes else None
@@ -135,6 +148,48 @@ class EncModule(ChannelContextBlock):
         """``(y, se_logits)``; raises ``ValueError`` when built without ``num_classes``."""
         if self.se_head is None:
             raise ValueError("enc: forward_se needs a SE-loss head; build with num_classes=<int>")
-        check_input(x, self.channels, "EncModule")
+        check_input(x, self.channels, self.name)
         e = self.context(x)  # [N, C]
         return self.fusion(x, self.transform(e)), self.se_head(e)
+
+
+@register_block("enc")
+def enc_block(
+    channels: int,
+    *,
+    num_codes: int = 32,
+    num_classes: int | None = None,
+    init: str = "paper",
+    zero_init_last: bool | None = None,
+    identity_init: bool | None = None,
+    final_relu: bool | None = None,
+    device=None,
+    dtype=None,
+) -> EncModule:
+    """EncNet's EncModule (Zhang et al., CVPR 2018, arXiv 1803.08904).
+
+    ``e = mean_K ReLU(BN(Encoding(ReLU(BN(W x)))))``, ``gamma = sigmoid(W_fc e + b)``,
+    ``y = ReLU(x + x * gamma)``; with ``num_classes`` an SE-loss head ``Linear(C, num_classes)``
+    (``EncModule.forward_se``). 572,571 parameters at C=512, K=32, 59 classes.
+
+    ``init="paper"``: ``y = ReLU(x (1 + gamma))`` with ``gamma`` about 0.5, not an identity.
+    ``init="identity"``: ``W_fc`` zeroed, gate ``2 sigmoid - 1`` (0 at init) and no output ReLU
+    (``final_relu`` defaults to ``False`` then): exactly ``x``. ``final_relu``: the output ReLU;
+    default ``True`` for ``"paper"``. ``zero_init_last`` / ``identity_init``: legacy overrides
+    (with them and the output ReLU the block gives ``ReLU(x)``).
+    """
+    zero_last, gate = init_flags(
+        "enc", init, paper_zero_last=False, zero_init_last=zero_init_last, identity_init=identity_init
+    )
+    if final_relu is None:
+        final_relu = init != "identity"
+    dd = {"device": device, "dtype": dtype}
+    return EncModule(
+        channels,
+        context=EncodingPool(channels, num_codes, **dd),
+        transform=LinearTransform(channels, bias=True, zero_init_last=zero_last, **dd),
+        fusion=ResidualGateFusion(identity_init=gate, final_relu=final_relu),
+        num_classes=num_classes,
+        name="enc",
+        **dd,
+    )

@@ -1,4 +1,5 @@
-"""Attention kernels of the Non-local family, none of which builds the ``L x L_k`` matrix by default.
+"""Attention kernels of the Non-local family, none of which builds the ``L x L_k`` matrix by default,
+and the helpers NL and DNL share (positions-major view, key sub-sampling, embedding init).
 
 Shape legend: ``N`` batch, ``L`` query positions, ``L_k`` key positions (``L`` or ``L`` after
 sub-sampling), ``d`` query/key width, ``d_v`` value width, ``Q`` selected query rows.
@@ -44,10 +45,9 @@ concatenation forms return fp32, since their un-normalised sums can exceed the f
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 __all__ = [
@@ -60,6 +60,14 @@ __all__ = [
     "dot_product_attention",
     "concat_attention",
     "attention",
+    "fp32",
+    "init_embeddings",
+    "key_shape",
+    "positions",
+    "softmax_rows",
+    "dot_product_rows",
+    "concat_rows",
+    "subsample_pool",
 ]
 
 BACKENDS = ("auto", "sdpa", "linear", "chunked", "reference")
@@ -95,7 +103,8 @@ def default_chunk_size(n: int, lk: int) -> int:
     return max(1, CHUNK_ELEMENTS // max(1, n * lk))
 
 
-def _fp32(t: torch.Tensor) -> torch.Tensor:
+def fp32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in fp32 when it is fp16/bf16, else unchanged (fp32 / fp64)."""
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
@@ -119,11 +128,11 @@ def _chunked(kind: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale
         outs = [checkpoint(fn, q[:, s : s + cs], k, v, scale, use_reentrant=False) for s in range(0, length, cs)]
         return torch.cat(outs, dim=1)  # [N, L, d_v]
     with _no_autocast(q):
-        k32, v32 = _fp32(k), _fp32(v)
+        k32, v32 = fp32(k), fp32(v)
         buf = torch.empty(n * cs * lk, dtype=v32.dtype, device=v.device)
         outs = []
         for s in range(0, length, cs):
-            qc = _fp32(q[:, s : s + cs])
+            qc = fp32(q[:, s : s + cs])
             w = buf[: n * qc.shape[1] * lk].view(n, qc.shape[1], lk)  # [N, chunk, L_k], reused
             if kind == "concatenation":
                 torch.add(qc.unsqueeze(-1), k32.unsqueeze(1), out=w).relu_()
@@ -145,13 +154,13 @@ def _chunked(kind: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale
 def softmax_rows(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
     """``softmax_j(scale * q_i . k_j)`` in fp32: ``[N, Q, d] x [N, L_k, d] -> [N, Q, L_k]``."""
     with _no_autocast(q):
-        logits = torch.matmul(_fp32(q), _fp32(k).transpose(1, 2)) * scale  # [N, Q, L_k]
+        logits = torch.matmul(fp32(q), fp32(k).transpose(1, 2)) * scale  # [N, Q, L_k]
         return logits.softmax(dim=-1)
 
 
 def _softmax_chunk(qc: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
     with _no_autocast(qc):
-        return torch.matmul(softmax_rows(qc, k, scale), _fp32(v))  # [N, Q, L_k] @ [N, L_k, d_v]
+        return torch.matmul(softmax_rows(qc, k, scale), fp32(v))  # [N, Q, L_k] @ [N, L_k, d_v]
 
 
 def _pad_last(t: torch.Tensor, width: int) -> torch.Tensor:
@@ -192,12 +201,12 @@ def softmax_attention(
 def dot_product_rows(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """``q_i . k_j / L_k`` in fp32: ``[N, Q, d] x [N, L_k, d] -> [N, Q, L_k]`` (rows do not sum to 1)."""
     with _no_autocast(q):
-        return torch.matmul(_fp32(q), _fp32(k).transpose(1, 2)) / k.shape[1]
+        return torch.matmul(fp32(q), fp32(k).transpose(1, 2)) / k.shape[1]
 
 
 def _dot_chunk(qc: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     with _no_autocast(qc):
-        return torch.matmul(dot_product_rows(qc, k), _fp32(v))  # [N, Q, d_v]
+        return torch.matmul(dot_product_rows(qc, k), fp32(v))  # [N, Q, d_v]
 
 
 def dot_product_attention(
@@ -207,8 +216,8 @@ def dot_product_attention(
     backend = resolve_backend("dot_product", backend)
     if backend == "linear":
         with _no_autocast(q):
-            kv = torch.matmul(_fp32(k).transpose(1, 2), _fp32(v)) / k.shape[1]  # [N, d, d_v]
-            return torch.matmul(_fp32(q), kv)  # [N, L, d_v]
+            kv = torch.matmul(fp32(k).transpose(1, 2), fp32(v)) / k.shape[1]  # [N, d, d_v]
+            return torch.matmul(fp32(q), kv)  # [N, L, d_v]
     if backend == "chunked":
         return _chunked("dot_product", q, k, v, 1.0, chunk_size)
     return _dot_chunk(q, k, v)
@@ -221,19 +230,19 @@ def dot_product_attention(
 def concat_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``ReLU(a_i + b_j) / L_k`` in fp32: ``[N, Q], [N, L_k] -> [N, Q, L_k]`` (rows do not sum to 1)."""
     with _no_autocast(a):
-        return torch.relu(_fp32(a).unsqueeze(-1) + _fp32(b).unsqueeze(1)) / b.shape[1]  # [N, Q, L_k]
+        return torch.relu(fp32(a).unsqueeze(-1) + fp32(b).unsqueeze(1)) / b.shape[1]  # [N, Q, L_k]
 
 
 def _concat_chunk(ac: torch.Tensor, b: torch.Tensor, v: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     with _no_autocast(ac):
-        return torch.matmul(concat_rows(ac, b), _fp32(v))  # [N, Q, d_v]
+        return torch.matmul(concat_rows(ac, b), fp32(v))  # [N, Q, d_v]
 
 
 def _concat_sorted(a: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Exact ``sum_j ReLU(a_i + b_j) v_j / L_k`` from suffix sums over keys sorted by ``b``."""
     n, lk, dv = v.shape
     with _no_autocast(a):
-        a32, b32, v32 = _fp32(a), _fp32(b), _fp32(v)
+        a32, b32, v32 = fp32(a), fp32(b), fp32(v)
         bs, order = b32.sort(dim=1)  # [N, L_k] ascending
         vs = v32.gather(1, order.unsqueeze(-1).expand(-1, -1, dv))  # [N, L_k, d_v] in sorted order
         zero = vs.new_zeros(n, 1, dv)
@@ -285,6 +294,43 @@ def attention(
     raise ValueError(f"unknown attention form {form!r}; valid forms: {FORMS}")
 
 
-def inv_sqrt(d: int) -> float:
-    """``1 / sqrt(d)``: the official NL/DNL logit scale (divides; the ``/= d**-0.5`` bug multiplies)."""
-    return 1.0 / math.sqrt(d)
+# ---------------------------------------------------------------------------------------------
+# helpers shared by the NL and DNL blocks
+
+
+def positions(t: torch.Tensor) -> torch.Tensor:
+    """The positions-major view ``[N, C, *S] -> [N, L, C]`` (no copy)."""
+    return t.flatten(2).transpose(1, 2)  # [N, C, *S] -> [N, L, C] (view)
+
+
+def subsample_pool(x: torch.Tensor) -> torch.Tensor:
+    """The NL sub-sampling max-pool: 2 in 1D, 2x2 in 2D, 1x2x2 in 3D (time kept).
+
+    ``[N, C, *S] -> [N, C, *S_k]`` with each pooled dim halved (floor). Pooled dims must be >= 2.
+    """
+    nd = x.dim() - 2
+    pooled = x.shape[2:] if nd < 3 else x.shape[3:]
+    if any(s < 2 for s in pooled):
+        raise ValueError(f"sub-sampling needs pooled spatial dims >= 2, got input shape {list(x.shape)}")
+    if nd == 1:
+        return F.max_pool1d(x, 2)
+    if nd == 2:
+        return F.max_pool2d(x, 2)
+    return F.max_pool3d(x, (1, 2, 2))
+
+
+def key_shape(spatial: tuple[int, ...], subsample: bool) -> tuple[int, ...]:
+    """Spatial shape ``S_k`` of the key positions for spatial shape ``S`` (see :func:`subsample_pool`)."""
+    s = tuple(spatial)
+    if not subsample:
+        return s
+    return (s[0], s[1] // 2, s[2] // 2) if len(s) == 3 else tuple(d // 2 for d in s)
+
+
+def init_embeddings(*layers: nn.Linear | None) -> None:
+    """The official NL / DNL init of 1x1 embeddings: weight normal std 0.01, bias 0 (``None`` skipped)."""
+    for m in layers:
+        if m is not None:
+            nn.init.normal_(m.weight, std=0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)

@@ -85,7 +85,7 @@ CONFIGS = {
     "spatial": dict(whiten="spatial"),
     "global": dict(whiten="global", temperature=1.0),
     "nowhiten_pair_only": dict(whiten=None, unary=None),
-    "unary_only": dict(pairwise=False),
+    "unary_only": dict(pairwise_term=False),
 }
 OFFICIAL_WHITEN = {"channel": "channel", "spatial": "spatial", "global": "ln_nostd", None: None}
 
@@ -107,11 +107,11 @@ def official_kwargs(m: DisentangledNonLocal):
 def test_matches_official_forward(cfg, dims, dtype, tol):
     ours = DisentangledNonLocal(16, **CONFIGS[cfg]).to(dtype).eval()
     sd = official_state_dict(ours, dims)
-    if not ours.pairwise:
+    if not ours.pairwise_term:
         sd = {k: v for k, v in sd.items() if k != "gamma"}
     globalctx.convert.from_official_dnl(ours, sd)
     x = torch.randn(SHAPES[dims], dtype=dtype)
-    if not ours.pairwise:  # the official block always has the pairwise term: silence it with gamma = 0
+    if not ours.pairwise_term:  # the official block always has the pairwise term: silence it with gamma = 0
         sd = dict(sd, **{"conv_query.weight": torch.zeros(8, 16, *[1] * dims, dtype=dtype)})
         sd["conv_query.bias"] = torch.zeros(8, dtype=dtype)
         sd["conv_key.weight"], sd["conv_key.bias"] = sd["conv_query.weight"], sd["conv_query.bias"]
@@ -233,7 +233,7 @@ def test_registry_errors_and_shapes():
     with pytest.raises(ValueError, match="temperature"):
         DisentangledNonLocal(16, temperature=0)
     with pytest.raises(ValueError, match="no term"):
-        DisentangledNonLocal(16, pairwise=False, unary=None)
+        DisentangledNonLocal(16, pairwise_term=False, unary=None)
     with pytest.raises(ValueError, match="mean_query"):
         DisentangledNonLocal(16, unary="mean_query", whiten=None)
     with pytest.raises(ValueError, match="cannot compute"):

@@ -1,11 +1,8 @@
-"""Extra context-modeling parts for the channel-attention family: ``[N, C, *S] -> [N, C, ...]``.
+"""FcaNet multi-spectral channel attention (Qin et al., ICCV 2021, arXiv 2012.11879): the ``fca``
+preset and its 2D-DCT pooling (:class:`DCTPool`, ``[N, C, H, W] -> [N, C]``).
 
-- :class:`DCTPool` (FcaNet): multi-spectral 2D-DCT pooling, ``[N, C, H, W] -> [N, C]``.
-- :class:`StylePool` (SRM): per-channel mean and standard deviation, ``[N, C, *S] -> [N, C, 2]``.
-- :class:`NormEmbed` (GCT): per-channel L2 / L1 norm, ``[N, C, *S] -> [N, C]``.
-
-Shape legend: ``N`` batch, ``C`` channels, ``*S`` 1..3 spatial dims, ``L = prod(S)``, ``F`` number
-of DCT frequencies, ``G = C / F`` channels per frequency.
+Shape legend: ``N`` batch, ``C`` channels, ``C_r`` reduced channels, ``L = H W``, ``F`` number of
+DCT frequencies, ``G = C / F`` channels per frequency.
 """
 
 from __future__ import annotations
@@ -14,9 +11,21 @@ import functools
 import math
 
 import torch
-from torch import nn
+import torch.fx
 
-__all__ = ["DCTPool", "StylePool", "NormEmbed", "fca_frequencies", "adaptive_pool_matrix"]
+from ..parts.base import GlobalContextBlock, Part
+from ..registry import register_block
+from .se import squeeze_excitation
+
+__all__ = [
+    "DCTPool",
+    "adaptive_pool_matrix",
+    "dct_filters_for",
+    "dct_pool",
+    "fca_block",
+    "fca_frequencies",
+    "pool_matrix_cached",
+]
 
 # FcaNet's official frequency tables (cfzd/FcaNet model/layer.py, get_freq_indices): indices on a
 # 7x7 grid, x = height (u), y = width (v), best first.
@@ -72,11 +81,41 @@ def adaptive_pool_matrix(in_size: int, out_size: int) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=64)
-def _pool_matrix_cached(in_size: int, out_size: int) -> torch.Tensor:
+def pool_matrix_cached(in_size: int, out_size: int) -> torch.Tensor:
+    """:func:`adaptive_pool_matrix`, cached per ``(in_size, out_size)`` (do not modify the result)."""
     return adaptive_pool_matrix(in_size, out_size)
 
 
-class DCTPool(nn.Module):
+def dct_filters_for(filters: torch.Tensor, dct_size: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """The ``[F, H, W]`` filters for input size ``(H, W)`` from ``filters [F, dh, dw]`` on the
+    ``dct_size`` grid: ``P_h^T B P_w`` (see :class:`DCTPool`'s size rule)."""
+    h, w = size
+    if (h, w) == dct_size:
+        return filters
+    dh, dw = dct_size
+    ph = pool_matrix_cached(h, dh).to(filters)  # [dh, H]
+    pw = pool_matrix_cached(w, dw).to(filters)  # [dw, W]
+    return ph.t() @ filters @ pw  # [H, dh] @ [F, dh, dw] @ [dw, W] -> [F, H, W]
+
+
+def dct_pool(x: torch.Tensor, filters: torch.Tensor, dct_size: tuple[int, int]) -> torch.Tensor:
+    """Multi-spectral DCT pooling ``[N, C, H, W] -> [N, C]`` with ``filters [F, dh, dw]`` (:class:`DCTPool`)."""
+    if x.dim() != 4:
+        raise ValueError(
+            f"fca: DCT pooling needs a 2D input [N, C, H, W] (the frequency tables are 2D), got shape {list(x.shape)}"
+        )
+    n, c, h, w = x.shape
+    f = filters.shape[0]
+    filt = dct_filters_for(filters, dct_size, (h, w)).to(x.dtype).reshape(1, f, 1, h * w)  # [1, F, 1, L]
+    xg = x.reshape(n, f, c // f, h * w)  # [N, F, G, L]
+    # multiply-and-sum streams x once; a batched GEMV with G-row matrices runs ~2x slower on CPU
+    return (xg * filt).sum(-1).reshape(n, c)  # [N, F, G] -> [N, C]
+
+
+torch.fx.wrap("dct_pool")  # reads the input size: one node under symbolic tracing
+
+
+class DCTPool(Part):
     """FcaNet's multi-spectral DCT pooling (Qin et al., ICCV 2021, arXiv 2012.11879).
 
     Channels are split into ``F`` equal groups; group ``i`` is pooled with the 2D-DCT basis
@@ -140,115 +179,53 @@ class DCTPool(nn.Module):
         )
         self._freq = (tuple(us), tuple(vs))
 
-    def reset_parameters(self) -> None:
-        pass
-
     def filters_for(self, size: tuple[int, int]) -> torch.Tensor:
         """The ``[F, H, W]`` filters applied to an input of spatial size ``(H, W)`` (see size rule)."""
-        h, w = size
-        if (h, w) == self.dct_size:
-            return self.filters
-        dh, dw = self.dct_size
-        ph = _pool_matrix_cached(h, dh).to(self.filters)  # [dh, H]
-        pw = _pool_matrix_cached(w, dw).to(self.filters)  # [dw, W]
-        return ph.t() @ self.filters @ pw  # [H, dh] @ [F, dh, dw] @ [dw, W] -> [F, H, W]
+        return dct_filters_for(self.filters, self.dct_size, size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4:
-            raise ValueError(
-                f"fca: DCT pooling needs a 2D input [N, C, H, W] (the frequency tables are 2D), "
-                f"got shape {list(x.shape)}"
-            )
-        n, c, h, w = x.shape
-        f = self.num_freq
-        filt = self.filters_for((h, w)).to(x.dtype).reshape(1, f, 1, h * w)  # [1, F, 1, L]
-        xg = x.reshape(n, f, c // f, h * w)  # [N, F, G, L]
-        # multiply-and-sum streams x once; a batched GEMV with G-row matrices runs ~2x slower on CPU
-        return (xg * filt).sum(-1).reshape(n, c)  # [N, F, G] -> [N, C]
+        return dct_pool(x, self.filters, self.dct_size)  # [N, C]
 
     def extra_repr(self) -> str:
         return f"{self.channels}, freq_sel={self.freq_sel!r}, dct_size={self.dct_size}"
 
 
-class StylePool(nn.Module):
-    """SRM's style pooling: per-channel mean and standard deviation (Lee et al., ICCV 2019).
+@register_block("fca")
+def fca_block(
+    channels: int,
+    *,
+    rd_ratio: float = 1 / 16,
+    rd_channels: int | None = None,
+    rd_divisor: int = 1,
+    freq_sel: str = "top16",
+    dct_size: int | tuple[int, int] = 7,
+    init: str = "paper",
+    zero_init_last: bool | None = None,
+    identity_init: bool | None = None,
+    device=None,
+    dtype=None,
+) -> GlobalContextBlock:
+    """FcaNet multi-spectral channel attention (Qin et al., ICCV 2021, arXiv 2012.11879).
 
-    ``mu = mean(x)``, ``sigma = sqrt(var(x) + eps)`` with torch's unbiased variance and
-    ``eps = 1e-5`` (official). With a single position (``L = 1``) the unbiased variance is
-    undefined (0/0); the biased one (0) is used instead, so ``sigma = sqrt(eps)`` (no NaN).
+    ``y = x * sigmoid(W_2 ReLU(W_1 DCT(x)))``: :class:`DCTPool` (channels split into equal groups,
+    one 2D-DCT frequency each, official frequency tables) and an SE bottleneck without biases
+    (8,192 parameters at C=256, r16; the DCT filters are buffers). 2D inputs only. Any input size:
+    see ``DCTPool``'s size rule (official result, computed without ``adaptive_avg_pool2d``).
 
-    The variance is ``(sum x^2 - L mu^2) / (L - 1)`` from two streaming passes accumulated in
-    fp32 (fp64 for fp64 input), clamped at 0. Its relative error grows like
-    ``2^-24 (mu / sigma)^2``: negligible for normalised features (``|mu| <~ 10 sigma``).
-
-    Args:
-        eps: Default: ``1e-5``.
-
-    Shape:
-        - Input: ``[N, C, *S]``
-        - Output: ``[N, C, 2]`` (mean, std)
+    ``init="paper"``: gate about 0.5 (official init). ``init="identity"``: ``W_2`` zeroed and gate
+    ``2 * sigmoid``, exactly ``x``. ``zero_init_last`` / ``identity_init``: legacy overrides.
     """
-
-    def __init__(self, channels: int | None = None, *, eps: float = 1e-5):
-        super().__init__()
-        self.eps = eps
-
-    def reset_parameters(self) -> None:
-        pass
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.flatten(2)  # [N, C, L]
-        n = x.shape[-1]
-        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-        # two streaming reads (sum and sum of squares, accumulated in fp32 / fp64) instead of
-        # torch.var_mean, whose Welford kernel is ~6x slower than a sum on CPU
-        mean = x.mean(-1, dtype=acc)  # [N, C]
-        sq = torch.linalg.vector_norm(x, 2, dim=-1, dtype=acc).square()  # [N, C]
-        var = (sq - n * mean.square()).clamp_min(0.0) / (n - 1 if n > 1 else 1)
-        std = (var + self.eps).sqrt()
-        return torch.stack((mean, std), dim=-1).to(x.dtype)  # [N, C, 2]
-
-    def extra_repr(self) -> str:
-        return f"eps={self.eps:g}"
-
-
-class NormEmbed(nn.Module):
-    """GCT's global embedding: the per-channel L2 or L1 norm over positions.
-
-    ``'l2'``: ``s_c = sqrt(sum_L x^2 + eps)``; ``'l1'``: ``s_c = sum_L |x|`` (``sum_L x`` with
-    ``after_relu=True``, as the official code). Sums, not means, as the official code.
-
-    Args:
-        mode: ``'l2'`` or ``'l1'``. Default: ``'l2'``.
-        eps: Default: ``1e-5``.
-        after_relu: input is known non-negative (skip ``abs`` in L1). Default: ``False``.
-
-    Shape:
-        - Input: ``[N, C, *S]``
-        - Output: ``[N, C]``
-    """
-
-    _MODES = ("l2", "l1")
-
-    def __init__(self, channels: int | None = None, *, mode: str = "l2", eps: float = 1e-5, after_relu: bool = False):
-        super().__init__()
-        if mode not in self._MODES:
-            raise ValueError(f"gct: mode must be one of {self._MODES}, got {mode!r}")
-        self.mode = mode
-        self.eps = eps
-        self.after_relu = after_relu
-
-    def reset_parameters(self) -> None:
-        pass
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.flatten(2)  # [N, C, L]
-        # one streaming pass each (no x^2 or |x| temporary)
-        if self.mode == "l2":
-            return (torch.linalg.vector_norm(x, 2, dim=-1).square() + self.eps).sqrt()  # [N, C]
-        if self.after_relu:
-            return x.sum(-1)  # [N, C]
-        return torch.linalg.vector_norm(x, 1, dim=-1)  # [N, C]
-
-    def extra_repr(self) -> str:
-        return f"mode={self.mode!r}, eps={self.eps:g}"
+    return squeeze_excitation(
+        "fca",
+        channels,
+        context=DCTPool(channels, freq_sel=freq_sel, dct_size=dct_size, device=device, dtype=dtype),
+        rd_ratio=rd_ratio,
+        rd_channels=rd_channels,
+        rd_divisor=rd_divisor,
+        bias=False,
+        init=init,
+        zero_init_last=zero_init_last,
+        identity_init=identity_init,
+        device=device,
+        dtype=dtype,
+    )

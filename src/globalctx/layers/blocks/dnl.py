@@ -39,20 +39,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import attention as attn
-from .context import AttnPool
-from .helpers import check_input, rd_width
-from .nonlocal_ import subsample_pool
-from .registry import register_block
+from .. import nl_attention as attn
+from ..helpers import check_input, rd_width, zero_layer
+from ..nl_attention import positions, subsample_pool
+from ..parts.base import check_init
+from ..parts.context import AttnPool
+from ..registry import register_block
 
 __all__ = ["DisentangledNonLocal", "dnl_block"]
 
 WHITEN = ("channel", "spatial", "global", None)
 UNARY = ("mask", "mean_query", None)
-
-
-def _positions(t: torch.Tensor) -> torch.Tensor:
-    return t.flatten(2).transpose(1, 2)  # [N, C, *S] -> [N, L, C] (view)
 
 
 class DisentangledNonLocal(nn.Module):
@@ -71,7 +68,7 @@ class DisentangledNonLocal(nn.Module):
         whiten: ``'channel'`` (subtract the per-channel mean over positions, the paper),
             ``'spatial'`` (per-position mean over channels), ``'global'`` (both) or ``None``.
             Default: ``'channel'``.
-        pairwise: include the pairwise term. Default: ``True``.
+        pairwise_term: include the pairwise term. Default: ``True``.
         unary: ``'mask'`` (``softmax_j(W_m x_j)``, detection code and paper), ``'mean_query'``
             (``softmax_j(mu_q^T k_j)``, segmentation code; needs ``whiten='channel'``) or ``None``.
             Default: ``'mask'``.
@@ -108,7 +105,7 @@ class DisentangledNonLocal(nn.Module):
         rd_divisor: int = 1,
         temperature: float = 0.05,
         whiten: str | None = "channel",
-        pairwise: bool = True,
+        pairwise_term: bool = True,
         unary: str | None = "mask",
         use_out: bool = False,
         out_norm: bool = False,
@@ -126,8 +123,8 @@ class DisentangledNonLocal(nn.Module):
             raise ValueError(f"dnl: unary must be one of {UNARY}, got {unary!r}")
         if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"dnl: temperature must be a positive number, got {temperature!r}")
-        if not pairwise and unary is None:
-            raise ValueError("dnl: pairwise=False and unary=None leave no term; enable at least one")
+        if not pairwise_term and unary is None:
+            raise ValueError("dnl: pairwise_term=False and unary=None leave no term; enable at least one")
         if unary == "mean_query" and whiten != "channel":
             raise ValueError(f"dnl: unary='mean_query' needs whiten='channel', got whiten={whiten!r}")
         if chunk_size is not None and chunk_size < 1:
@@ -138,12 +135,12 @@ class DisentangledNonLocal(nn.Module):
         self.rd_channels = cr = rd_width(channels, rd_ratio, rd_channels, rd_divisor, what="dnl")
         self.temperature = float(temperature)
         self.whiten = whiten
-        self.pairwise = pairwise
+        self.pairwise_term = pairwise_term
         self.unary_type = unary
         self.subsample = subsample
-        self.zero_init_last = zero_init_last
+        self.zero_last = zero_init_last
         self.chunk_size = chunk_size
-        need_qk = pairwise or unary == "mean_query"
+        need_qk = pairwise_term or unary == "mean_query"
         self.theta = nn.Linear(channels, cr, **dd) if need_qk else None  # conv_query
         self.phi = nn.Linear(channels, cr, **dd) if need_qk else None  # conv_key
         if use_out:
@@ -153,31 +150,26 @@ class DisentangledNonLocal(nn.Module):
             self.g = nn.Linear(channels, channels, bias=False, **dd)
             self.out = None
         self.norm = nn.BatchNorm1d(channels, **dd) if out_norm else None  # out_bn
-        self.gamma = nn.Parameter(torch.zeros(1, **dd)) if pairwise else None
+        self.gamma = nn.Parameter(torch.zeros(1, **dd)) if pairwise_term else None
         self.unary = AttnPool(channels, **dd) if unary == "mask" else None  # conv_mask
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """Official init (every 1x1 conv normal std 0.01, zero bias; ``gamma = 0``), then the
         identity-at-insertion zeroing of ``zero_init_last``."""
-        for m in (self.theta, self.phi, self.g, self.out):
-            if m is not None:
-                nn.init.normal_(m.weight, std=0.01)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        if self.unary is not None:
-            nn.init.normal_(self.unary.conv_mask.weight, std=0.01)
-            nn.init.zeros_(self.unary.conv_mask.bias)
+        mask = None if self.unary is None else self.unary.conv_mask
+        attn.init_embeddings(self.theta, self.phi, self.g, self.out, mask)
         if self.gamma is not None:
             nn.init.zeros_(self.gamma)
         if self.norm is not None:
             self.norm.reset_parameters()
-        if self.zero_init_last and self.unary_type is not None:
+        self.zero_init_last()
+
+    def zero_init_last(self) -> None:
+        """With a unary term and ``zero_init_last=True``, zero the last value-path layer."""
+        if self.zero_last and self.unary_type is not None:
             # gamma = 0 already silences the pairwise term; only an (ungated) unary term needs this
-            last = self.norm if self.norm is not None else (self.out if self.out is not None else self.g)
-            nn.init.zeros_(last.weight)
-            if last.bias is not None:
-                nn.init.zeros_(last.bias)
+            zero_layer(self.norm if self.norm is not None else (self.out if self.out is not None else self.g))
 
     @property
     def scale(self) -> float:
@@ -196,24 +188,21 @@ class DisentangledNonLocal(nn.Module):
         return t, None
 
     def _qk(self, x: torch.Tensor, xk: torch.Tensor):
-        q, mu_q = self._whiten(F.linear(_positions(x), self.theta.weight, self.theta.bias))  # [N, L, C_r]
-        k, _ = self._whiten(F.linear(_positions(xk), self.phi.weight, self.phi.bias))  # [N, L_k, C_r]
+        q, mu_q = self._whiten(F.linear(positions(x), self.theta.weight, self.theta.bias))  # [N, L, C_r]
+        k, _ = self._whiten(F.linear(positions(xk), self.phi.weight, self.phi.bias))  # [N, L_k, C_r]
         return q, k, mu_q
 
     def key_shape(self, x: torch.Tensor) -> tuple[int, ...]:
         """Spatial shape ``S_k`` of the key positions for input ``x [N, C, *S]``."""
-        s = tuple(x.shape[2:])
-        if not self.subsample:
-            return s
-        return (s[0], s[1] // 2, s[2] // 2) if len(s) == 3 else tuple(d // 2 for d in s)
+        return attn.key_shape(tuple(x.shape[2:]), self.subsample)
 
     def attention_rows(self, x: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
         """Whitened pairwise weights ``[N, Q, L_k]`` (fp32, rows sum to 1) of the flat query
         positions ``queries [Q]``; the ``L x L_k`` matrix is never built. The block's total
         weight on ``v_j`` is ``gamma * rows + unary_attention(x)``."""
-        check_input(x, self.channels, type(self).__name__)
+        check_input(x, self.channels, "dnl")
         if self.theta is None:
-            raise ValueError("dnl: attention_rows needs the pairwise term (pairwise=False here)")
+            raise ValueError("dnl: attention_rows needs the pairwise term (pairwise_term=False here)")
         queries = torch.as_tensor(queries, dtype=torch.long, device=x.device).reshape(-1)
         xk = subsample_pool(x) if self.subsample else x
         q, k, _ = self._qk(x, xk)
@@ -221,14 +210,14 @@ class DisentangledNonLocal(nn.Module):
 
     def _unary_weights(self, xk: torch.Tensor, k: torch.Tensor | None, mu_q: torch.Tensor | None) -> torch.Tensor:
         if self.unary_type == "mask":
-            return attn._fp32(self.unary.attention(xk))  # [N, L_k]
+            return attn.fp32(self.unary.attention(xk))  # [N, L_k]
         with torch.autocast(device_type=k.device.type, enabled=False):
-            logits = torch.matmul(attn._fp32(k), attn._fp32(mu_q).unsqueeze(-1)).squeeze(-1)  # [N, L_k]
+            logits = torch.matmul(attn.fp32(k), attn.fp32(mu_q).unsqueeze(-1)).squeeze(-1)  # [N, L_k]
             return logits.softmax(-1)
 
     def unary_attention(self, x: torch.Tensor) -> torch.Tensor:
         """The unary (query-independent) weights ``[N, L_k]`` (fp32, or fp64 for fp64 input; sum to 1)."""
-        check_input(x, self.channels, type(self).__name__)
+        check_input(x, self.channels, "dnl")
         if self.unary_type is None:
             raise ValueError("dnl: unary_attention needs a unary term (unary=None here)")
         xk = subsample_pool(x) if self.subsample else x
@@ -238,14 +227,14 @@ class DisentangledNonLocal(nn.Module):
         return self._unary_weights(xk, k, mu_q)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.channels, type(self).__name__)
+        check_input(x, self.channels, "dnl")
         xk = subsample_pool(x) if self.subsample else x
-        xk_pos = _positions(xk)  # [N, L_k, C]
+        xk_pos = positions(xk)  # [N, L_k, C]
         out = None
         k = mu_q = None
         if self.theta is not None:
             q, k, mu_q = self._qk(x, xk)
-        if self.pairwise:
+        if self.pairwise_term:
             v = F.linear(xk_pos, self.g.weight, self.g.bias)  # [N, L_k, C_v]
             y = attn.softmax_attention(q, k, v, scale=self.scale, backend=self.backend, chunk_size=self.chunk_size)
             out = self.gamma.to(y.dtype) * y  # [N, L, C_v]
@@ -266,18 +255,26 @@ class DisentangledNonLocal(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"{self.channels}, rd_channels={self.rd_channels}, temperature={self.temperature}, "
-            f"whiten={self.whiten!r}, pairwise={self.pairwise}, unary={self.unary_type!r}"
+            f"whiten={self.whiten!r}, pairwise_term={self.pairwise_term}, unary={self.unary_type!r}"
         )
 
 
 @register_block("dnl")
-def dnl_block(channels: int, **options) -> DisentangledNonLocal:
+def dnl_block(channels: int, *, init: str = "identity", **options) -> DisentangledNonLocal:
     """Disentangled Non-local block (Yin et al. 2020); options as :class:`DisentangledNonLocal`.
     Default: the official detection configuration (``C_r = C/4``, channel whitening,
     ``temperature=0.05``, ``conv_mask`` unary term, value ``C -> C``), identity at insertion.
+
+    ``init``: ``"identity"`` (default, as before: the last value-path layer is zeroed so the
+    ungated unary term starts at 0) or ``"paper"`` (the official init, not an identity). The
+    default is ``"identity"`` here, unlike the other blocks, because the official DNL is not an
+    identity at insertion and the library's default has always been.
 
     Example::
 
         >>> dnl = globalctx.create_block("dnl", 512, temperature=0.05)
     """
+    options.setdefault("zero_init_last", check_init("dnl", init))
+    if init == "identity":
+        options["zero_init_last"] = True
     return DisentangledNonLocal(channels, **options)

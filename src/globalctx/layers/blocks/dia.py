@@ -1,4 +1,5 @@
-"""DIANet: one LSTM-style cell shared by all blocks of a stage (Huang et al., AAAI 2020, arXiv 1905.10671).
+"""DIANet: one LSTM-style cell shared by all blocks of a stage (Huang et al., AAAI 2020, arXiv 1905.10671):
+the ``dia`` preset, the cell and the stage wrapper that shares it.
 
 Shape legend: ``N`` batch, ``C`` channels, ``C_r`` reduced channels, ``*S`` 1..3 spatial dims.
 """
@@ -10,13 +11,16 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from .framework import GlobalContextBlock
-from .helpers import rd_width
+from ..helpers import rd_width, zero_layer
+from ..parts.base import GlobalContextBlock, Part, check_init
+from ..parts.context import AvgPool
+from ..parts.fusion import MulFusion
+from ..registry import register_block
 
-__all__ = ["DIACell", "DIAStage"]
+__all__ = ["DIACell", "DIAStage", "SmallCell", "dia_block", "dia_blocks"]
 
 
-class _SmallCell(nn.Sequential):
+class SmallCell(nn.Sequential):
     """DIANet's ``small_cell``: ``Linear(C, C_r) -> ReLU -> Linear(C_r, 4 C)``."""
 
     def __init__(self, channels: int, rd_channels: int, *, device=None, dtype=None):
@@ -27,7 +31,7 @@ class _SmallCell(nn.Sequential):
         )
 
 
-class DIACell(nn.Module):
+class DIACell(Part):
     """DIANet's modified LSTM cell, used as a transform part ``[N, C] -> [N, C]``.
 
     ``[i, f, g, o] = W_ih(z) + W_hh(h)`` (each ``W`` a small cell ``C -> C_r -> 4 C``);
@@ -44,7 +48,8 @@ class DIACell(nn.Module):
         channels: ``C``.
         rd_ratio, rd_channels, rd_divisor: small-cell width ``C_r``. Default ratio ``1/4`` (official).
         zero_init_last: zero the last Linear (weight and bias) of both small cells; then all gate
-            pre-activations are 0, ``c = 0`` and ``h = 0.25`` at every step. Default: ``False``.
+            pre-activations are 0, ``c = 0`` and ``h = 0.25`` at every step (stored as
+            ``zero_last``). Default: ``False``.
 
     Shape:
         - Input: ``[N, C]``
@@ -65,9 +70,9 @@ class DIACell(nn.Module):
         super().__init__()
         cr = rd_width(channels, rd_ratio, rd_channels, rd_divisor, what="dia")
         self.channels = channels
-        self.zero_init_last = zero_init_last
-        self.w_ih = _SmallCell(channels, cr, device=device, dtype=dtype)
-        self.w_hh = _SmallCell(channels, cr, device=device, dtype=dtype)
+        self.zero_last = zero_init_last
+        self.w_ih = SmallCell(channels, cr, device=device, dtype=dtype)
+        self.w_hh = SmallCell(channels, cr, device=device, dtype=dtype)
         self._carrying = 0
         self._state: tuple[torch.Tensor, torch.Tensor] | None = None
         self.reset_parameters()
@@ -76,10 +81,13 @@ class DIACell(nn.Module):
         for m in (*self.w_ih, *self.w_hh):
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()
-        if self.zero_init_last:
+        self.zero_init_last()
+
+    def zero_init_last(self) -> None:
+        """Zero the last Linear of both small cells when built with ``zero_init_last=True``."""
+        if self.zero_last:
             for last in (self.w_ih[2], self.w_hh[2]):
-                nn.init.zeros_(last.weight)
-                nn.init.zeros_(last.bias)
+                zero_layer(last)
 
     def carry(self) -> _Carry:
         """Context manager: carry the state across calls (one forward of a stage)."""
@@ -134,7 +142,8 @@ class _Carry:
         return False
 
 
-def _dia_blocks(module: nn.Module) -> list[GlobalContextBlock]:
+def dia_blocks(module: nn.Module) -> list[GlobalContextBlock]:
+    """The DIA blocks inside ``module``: :class:`GlobalContextBlock` s whose transform is a :class:`DIACell`."""
     return [m for m in module.modules() if isinstance(m, GlobalContextBlock) and isinstance(m.transform, DIACell)]
 
 
@@ -161,14 +170,16 @@ class DIAStage(nn.Module):
 
     Example::
 
-        >>> blocks = [MyBottleneck(256, attn="dia") for _ in range(3)]
-        >>> stage = DIAStage(blocks)
+        >>> res = [nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), create_block("dia", 64)) for _ in range(3)]
+        >>> stage = DIAStage(res)
+        >>> stage(torch.randn(2, 64, 8, 8)).shape
+        torch.Size([2, 64, 8, 8])
     """
 
     def __init__(self, blocks: Iterable[nn.Module], *, cell: DIACell | None = None):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
-        found = _dia_blocks(self.blocks)
+        found = dia_blocks(self.blocks)
         if cell is None:
             if not found:
                 raise ValueError("DIAStage: no DIA block (GlobalContextBlock with a DIACell) found in blocks")
@@ -187,3 +198,46 @@ class DIAStage(nn.Module):
             for b in self.blocks:
                 x = b(x)
         return x
+
+
+@register_block("dia")
+def dia_block(
+    channels: int,
+    *,
+    rd_ratio: float = 1 / 4,
+    rd_channels: int | None = None,
+    rd_divisor: int = 1,
+    cell: DIACell | None = None,
+    init: str = "paper",
+    identity_init: bool | None = None,
+    device=None,
+    dtype=None,
+) -> GlobalContextBlock:
+    """DIANet attention (Huang et al., AAAI 2020, arXiv 1905.10671): ``y = x * h``,
+    ``h = LSTMCell(GAP(x), state)``.
+
+    Pass one ``cell`` to all blocks of a stage, or wrap the stage in :class:`DIAStage` (which
+    shares the first block's cell and carries the state across the blocks, reset per forward).
+    A lone block (no stage) starts from a zero state on every call. The residual add and ReLU stay
+    in the host block, as in the official code.
+
+    ``init="paper"``: ``h`` in ``(0, 1)``, about 0.25 (not an identity). ``init="identity"``
+    zeroes the last layer of both small cells (``h = 0.25`` exactly, at every step) and scales by
+    4: ``y = x``. ``identity_init``: legacy spelling of ``init="identity"`` (``True``) / ``"paper"``.
+    """
+    identity = check_init("dia", init) if identity_init is None else bool(identity_init)
+    if cell is None:
+        cell = DIACell(
+            channels,
+            rd_ratio=rd_ratio,
+            rd_channels=rd_channels,
+            rd_divisor=rd_divisor,
+            zero_init_last=identity,
+            device=device,
+            dtype=dtype,
+        )
+    elif cell.channels != channels:
+        raise ValueError(f"dia: cell has {cell.channels} channels, block has {channels}")
+    return GlobalContextBlock(
+        channels, context=AvgPool(), transform=cell, fusion=MulFusion(identity_init=identity), name="dia"
+    )

@@ -8,12 +8,18 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.fx
 from torch import nn
+
+from ..helpers import fp32_softmax_input
+from .base import Part
 
 __all__ = ["AvgPool", "AttnPool"]
 
+torch.fx.wrap("fp32_softmax_input")  # a dtype branch: one opaque node under symbolic tracing
 
-class AvgPool(nn.Module):
+
+class AvgPool(Part):
     """Global average pooling over all spatial positions (SE, ECA, RCAN-CA, GC ``'avg'``).
 
     Shape:
@@ -21,14 +27,11 @@ class AvgPool(nn.Module):
         - Output: ``[N, C]``
     """
 
-    def reset_parameters(self) -> None:
-        pass
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(2).mean(-1)  # [N, C]
 
 
-class AttnPool(nn.Module):
+class AttnPool(Part):
     """Softmax attention pooling: ``c = sum_j softmax_j(W_k x_j + b) x_j`` (SNL / GC ``'att'``).
 
     ``W_k`` is GCNet's ``conv_mask`` (a 1x1 conv ``C -> 1`` with bias), stored as an
@@ -73,8 +76,7 @@ class AttnPool(nn.Module):
         w = self.conv_mask.weight.unsqueeze(0).expand(x.shape[0], 1, x.shape[1])  # [N, 1, C], no copy
         # batched GEMV; a broadcast matmul [1, C] @ [N, C, L] is ~8x slower on CPU
         logits = torch.bmm(w, x) + self.conv_mask.bias.view(1, 1, 1)  # [N, 1, L]
-        if logits.dtype == torch.float16 or logits.dtype == torch.bfloat16:
-            logits = logits.float()  # softmax statistics in fp32: no overflow in low precision
+        logits = fp32_softmax_input(logits)  # softmax statistics in fp32: no overflow in low precision
         return self.softmax(logits).to(x.dtype)  # [N, 1, L]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import globalctx
-from globalctx.layers.nonlocal_ import PAIRWISE, NonLocal, subsample_pool
+from globalctx.layers.blocks.nl import PAIRWISE, NonLocal, subsample_pool
 
 SHAPES = {1: (2, 8, 12), 2: (2, 8, 6, 5), 3: (2, 8, 3, 4, 4)}
 BACKENDS = {

@@ -13,9 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import attention as attn
-from .helpers import check_input, rd_width
-from .registry import register_block
+from .. import nl_attention as attn
+from ..helpers import check_input, rd_width, zero_layer
+from ..nl_attention import positions, subsample_pool
+from ..parts.base import check_init
+from ..registry import register_block
 
 __all__ = ["NonLocal", "subsample_pool", "nl_block", "PAIRWISE"]
 
@@ -27,26 +29,6 @@ _FORM = {
     "dot_product": "dot_product",
     "concatenation": "concatenation",
 }
-
-
-def subsample_pool(x: torch.Tensor) -> torch.Tensor:
-    """The NL sub-sampling max-pool: 2 in 1D, 2x2 in 2D, 1x2x2 in 3D (time kept).
-
-    ``[N, C, *S] -> [N, C, *S_k]`` with each pooled dim halved (floor). Pooled dims must be >= 2.
-    """
-    nd = x.dim() - 2
-    pooled = x.shape[2:] if nd < 3 else x.shape[3:]
-    if any(s < 2 for s in pooled):
-        raise ValueError(f"sub-sampling needs pooled spatial dims >= 2, got input shape {list(x.shape)}")
-    if nd == 1:
-        return F.max_pool1d(x, 2)
-    if nd == 2:
-        return F.max_pool2d(x, 2)
-    return F.max_pool3d(x, (1, 2, 2))
-
-
-def _positions(t: torch.Tensor) -> torch.Tensor:
-    return t.flatten(2).transpose(1, 2)  # [N, C, *S] -> [N, L, C] (view)
 
 
 class NonLocal(nn.Module):
@@ -69,7 +51,7 @@ class NonLocal(nn.Module):
     No path builds the ``L x L_k`` matrix unless asked to (``backend='reference'``): softmax
     forms go through fused SDPA, the dot product through ``theta (phi^T g) / L_k``,
     concatenation through keys sorted by their projection (exact, O(L log L)), with bounded
-    query chunks as the alternative (see :mod:`globalctx.layers.attention`).
+    query chunks as the alternative (see :mod:`globalctx.layers.nl_attention`).
 
     Args:
         channels: ``C``.
@@ -87,7 +69,8 @@ class NonLocal(nn.Module):
         norm: BatchNorm after ``W_z``. Default: ``True``.
         bias: bias in ``theta``, ``phi``, ``g``. Default: ``True``.
         out_bias: bias in ``W_z`` (mmcv drops it when a norm follows). Default: ``True``.
-        zero_init_last: zero BN gamma/beta (or ``W_z`` when ``norm=False``). Default: ``True``.
+        zero_init_last: zero BN gamma/beta (or ``W_z`` when ``norm=False``); stored as
+            ``zero_last``, re-applied by :meth:`zero_init_last`. Default: ``True``.
         backend: ``'auto'``, ``'sdpa'``, ``'linear'``, ``'chunked'`` or ``'reference'``.
             Default: ``'auto'``.
         chunk_size: query rows per chunk for ``'chunked'`` (``None``: 16 MiB blocks).
@@ -148,7 +131,7 @@ class NonLocal(nn.Module):
         self.use_scale = bool(use_scale)
         self.subsample = subsample
         self.subsample_order = subsample_order
-        self.zero_init_last = zero_init_last
+        self.zero_last = zero_init_last
         self.chunk_size = chunk_size
         cr = self.rd_channels
         if pairwise == "gaussian":
@@ -164,20 +147,17 @@ class NonLocal(nn.Module):
 
     def reset_parameters(self) -> None:
         """Official init (normal std 0.01, zero bias); zero BN gamma/beta or ``W_z`` when ``zero_init_last``."""
-        for m in (self.theta, self.phi, self.g, self.out):
-            if m is not None:
-                nn.init.normal_(m.weight, std=0.01)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        attn.init_embeddings(self.theta, self.phi, self.g, self.out)
         if self.concat_project is not None:
             nn.init.kaiming_normal_(self.concat_project.weight, mode="fan_out", nonlinearity="relu")
-        last = self.norm if self.norm is not None else self.out
         if self.norm is not None:
             self.norm.reset_parameters()
-        if self.zero_init_last:
-            nn.init.zeros_(last.weight)
-            if last.bias is not None:
-                nn.init.zeros_(last.bias)
+        self.zero_init_last()
+
+    def zero_init_last(self) -> None:
+        """Zero BN gamma/beta (or ``W_z``) when built with ``zero_init_last=True``."""
+        if self.zero_last:
+            zero_layer(self.norm if self.norm is not None else self.out)
 
     # -- embeddings -------------------------------------------------------------------------
 
@@ -197,8 +177,8 @@ class NonLocal(nn.Module):
             if layer.bias is not None:
                 e = e + layer.bias.unsqueeze(-1)
             e = subsample_pool(e.view(e.shape[:2] + x.shape[2:]))  # [N, C_r, *S_k]
-            return _positions(e)  # [N, L_k, C_r]
-        return F.linear(_positions(xk), layer.weight, layer.bias)  # [N, L_k, C_r]
+            return positions(e)  # [N, L_k, C_r]
+        return F.linear(positions(xk), layer.weight, layer.bias)  # [N, L_k, C_r]
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries, keys, values: ``[N, L, d]``, ``[N, L_k, d]``, ``[N, L_k, C_r]``.
@@ -209,16 +189,16 @@ class NonLocal(nn.Module):
         xk = self._keys_input(x)
         v = self._embed_kv(self.g, x, xk) if self.subsample or self.pairwise == "gaussian" else None  # [N, L_k, C_r]
         if self.pairwise == "gaussian":
-            q = _positions(x).contiguous()  # [N, L, C], last-dim stride 1 for SDPA
-            k = _positions(subsample_pool(x)).contiguous() if self.subsample else q  # [N, L_k, C]
+            q = positions(x).contiguous()  # [N, L, C], last-dim stride 1 for SDPA
+            k = positions(subsample_pool(x)).contiguous() if self.subsample else q  # [N, L_k, C]
             return q, k, v
         if self.subsample:
-            q = F.linear(_positions(x), self.theta.weight, self.theta.bias)  # [N, L, C_r]
+            q = F.linear(positions(x), self.theta.weight, self.theta.bias)  # [N, L, C_r]
             k = self._embed_kv(self.phi, x, xk)  # [N, L_k, C_r]
         else:  # one GEMM for theta, phi, g; the slices keep last-dim stride 1 (what SDPA needs)
             w = torch.cat([self.theta.weight, self.phi.weight, self.g.weight])  # [3 C_r, C]
             b = None if self.g.bias is None else torch.cat([self.theta.bias, self.phi.bias, self.g.bias])
-            q, k, v = F.linear(_positions(x), w, b).split(self.rd_channels, dim=-1)  # [N, L, C_r] each
+            q, k, v = F.linear(positions(x), w, b).split(self.rd_channels, dim=-1)  # [N, L, C_r] each
         if self.pairwise == "concatenation":
             w_theta, w_phi = self.concat_project.weight.split(self.rd_channels, dim=1)  # [1, C_r] each
             return F.linear(q, w_theta).squeeze(-1), F.linear(k, w_phi).squeeze(-1), v  # [N, L], [N, L_k]
@@ -228,12 +208,7 @@ class NonLocal(nn.Module):
 
     def key_shape(self, x: torch.Tensor) -> tuple[int, ...]:
         """Spatial shape ``S_k`` of the key positions for input ``x [N, C, *S]``."""
-        s = tuple(x.shape[2:])
-        if not self.subsample:
-            return s
-        if len(s) == 3:
-            return (s[0], s[1] // 2, s[2] // 2)
-        return tuple(d // 2 for d in s)
+        return attn.key_shape(tuple(x.shape[2:]), self.subsample)
 
     def attention_rows(self, x: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
         """Pairwise weights of the query positions ``queries`` over all key positions.
@@ -248,7 +223,7 @@ class NonLocal(nn.Module):
             raw ``f(x_i, x_j) / C(x)`` weights with ``C(x) = L_k`` (not normalised to sum 1).
             Only ``Q`` rows are computed; the ``L x L_k`` matrix is never built.
         """
-        check_input(x, self.channels, type(self).__name__)
+        check_input(x, self.channels, "nl")
         queries = torch.as_tensor(queries, dtype=torch.long, device=x.device).reshape(-1)
         q, k, _ = self._qkv(x)
         if self.form == "softmax":
@@ -258,7 +233,7 @@ class NonLocal(nn.Module):
         return attn.concat_rows(q[:, queries], k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.channels, type(self).__name__)
+        check_input(x, self.channels, "nl")
         # q, k, v are not bound here, so they are freed before the output is allocated (lower peak)
         y = attn.attention(
             self.form, *self._qkv(x), scale=self.scale, backend=self.backend, chunk_size=self.chunk_size
@@ -308,13 +283,18 @@ class NonLocal(nn.Module):
 
 
 @register_block("nl")
-def nl_block(channels: int, **options) -> NonLocal:
+def nl_block(channels: int, *, init: str = "paper", **options) -> NonLocal:
     """Non-local block (Wang et al. 2018); options as :class:`NonLocal` (a misspelled one raises
     ``TypeError``). Default: embedded Gaussian, ``C/2`` inner width, ``1/sqrt(C_r)`` scale,
     BN after ``W_z`` with zero gamma (exact identity at insertion).
+
+    ``init``: ``"paper"`` and ``"identity"`` are the same (the official zero BN gamma); the
+    ``NonLocal`` argument ``zero_init_last=False`` gives a random ``W_z`` path instead.
 
     Example::
 
         >>> nl = globalctx.create_block("nl", 256, pairwise="dot_product", subsample=True)
     """
+    if check_init("nl", init):
+        options["zero_init_last"] = True
     return NonLocal(channels, **options)

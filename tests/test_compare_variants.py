@@ -112,14 +112,14 @@ def test_placements_equal_hand_built_ones():
     ("", "empty variant spec"),
     ("   ", "empty variant spec"),
     ("foo", "unknown block 'foo'; blocks: none, ban, dia, dnl, eca"),
-    ("gc(ratio=4)", "unknown option 'ratio' of 'gc'; options: fusion, identity_init, norm, pooling, rd_channels, "
+    ("gc(ratio=4)", "unknown option 'ratio' of 'gc'; options: fusion, identity_init, init, norm, pooling, rd_channels, "
                     "rd_divisor, rd_ratio, zero_init_last"),
     ("nl(mode=x)", "unknown option 'mode' of 'nl'; options: backend, bias, chunk_size"),
     ("gc(device=cpu)", "unknown option 'device'"),
     ("gc@middle", "unknown setting @middle; a position (after_conv1, after_conv2, after_conv3, before_add, "
-                  "after_add, before_conv), stem, or one of stages=, indices=, every=, offset=, position=, stem="),
+                  "after_add_before_relu, after_add, before_conv), stem, or one of stages=, indices=, every=, offset=, position=, stem="),
     ("gc@position=middle", "unknown position 'middle'; positions: after_conv1, after_conv2, after_conv3, "
-                           "before_add, after_add, before_conv"),
+                           "before_add, after_add_before_relu, after_add, before_conv"),
     ("gc@where=4", "unknown setting 'where'; settings: stages, indices, every, offset, position, stem"),
     ("gc@stages", "@stages needs a value"),
     ("gc@stages=", "setting 'stages' has no value"),
@@ -149,7 +149,7 @@ def test_placements_equal_hand_built_ones():
     ("1gc", "expected a block name"),
     ("gc@every=2@offset=5", "variant 'gc@every=2@offset=5': offset must be an int in [0, every=2)"),
     ("gc@stem", "stem=True needs position='before_conv'"),
-    ("dnl@stages=2@indices=3:-1", "blocks given for stages [3] not in stages=(2,)"),
+    ("dnl@stages=2@indices=3:-1", "indices given for stages [3] not in stages=(2,)"),
 ])  # fmt: skip
 def test_errors(spec, message):
     with pytest.raises(ValueError) as e:

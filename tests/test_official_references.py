@@ -209,7 +209,6 @@ def test_nl_resnet50_block_after_final_relu():
         _close(block(x), ref(F.relu(_bottleneck_trunk(block, x))), rtol=1e-9, atol=1e-10)
 
 
-@pytest.mark.xfail(strict=True, reason="nl_resnet50 does not max-pool before phi and g (Caffe2 USE_MAXPOOL=True)")
 def test_nl_resnet50_subsamples_as_caffe2():
     model = globalctx.create_model("nl_resnet50", num_classes=0, base_width=8)
     nls = _nl_modules(model)
@@ -237,9 +236,6 @@ def test_dnl_resnet50_blocks_as_official_c4c5_config():
     assert {s: sorted(b) for s, b in found.items()} == {3: [4], 4: [0, 1, 2]}
 
 
-@pytest.mark.xfail(
-    strict=True, reason="dnl_resnet50 runs DNL before the residual add; official: after the add, before the ReLU"
-)
 @pytest.mark.parametrize("index", [4, 0])
 def test_dnl_resnet50_block_between_add_and_relu(index):
     model = globalctx.create_model("dnl_resnet50", num_classes=0, base_width=8)
@@ -280,14 +276,12 @@ def _gct_first_block(model):
     return block, cin, width, cout
 
 
-@pytest.mark.xfail(strict=True, reason="gct_resnet50 puts the stride on the 3x3 conv; official: on the first 1x1")
 def test_gct_resnet50_stride_on_first_1x1():
     model = globalctx.create_model("gct_resnet50", num_classes=0, base_width=8)
     block, *_ = _gct_first_block(model)
     assert tuple(block.conv1.stride) == (2, 2) and tuple(block.conv2.stride) == (1, 1)
 
 
-@pytest.mark.xfail(strict=True, reason="gct_resnet50 puts the stride on the 3x3 conv; official: on the first 1x1")
 def test_gct_resnet50_first_block_matches_official():
     model = globalctx.create_model("gct_resnet50", num_classes=0, base_width=8)
     block, cin, width, cout = _gct_first_block(model)

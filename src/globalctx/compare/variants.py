@@ -11,7 +11,7 @@ Grammar::
     NAME     a registered block (gc, nl, snl, se, ...); "none" is the baseline (no block)
     KEY      an option of the block's constructor (gc: rd_ratio, pooling, fusion, norm, ...)
     VALUE    int (3, -1) | float (0.5, 1e-3) | fraction (1/4) | true | false | none | a word (avg)
-    POSITION after_conv1 | after_conv2 | after_conv3 | before_add | after_add | before_conv
+    POSITION after_conv1 | after_conv2 | after_conv3 | before_add | after_add_before_relu | after_add | before_conv
     STAGES   stages 1..4 (torchvision layer1..layer4; c3..c5 = 2..4), comma-separated, ranges
              allowed: 4 | 3,4 | 2-4 | c3-c5 | res4
     INDICES  residual-block indices inside each chosen stage, negative from the end: -1 | 0,-1;
@@ -487,6 +487,7 @@ def format_variant(variant) -> str:
 
 _POSITION_WORDS = {
     "before_add": "before the add",
+    "after_add_before_relu": "after the add, before the ReLU",
     "after_add": "after the add",
     "before_conv": "before every conv",
     "after_conv1": "after conv1",

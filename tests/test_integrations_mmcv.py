@@ -131,7 +131,8 @@ class MMDetStyleBottleneck(nn.Module):
         names = []
         for plugin in plugins:
             plugin = plugin.copy()
-            name, layer = mmcv_cnn.build_plugin_layer(plugin, in_channels=in_channels, postfix=plugin.pop("postfix", ""))
+            postfix = plugin.pop("postfix", "")
+            name, layer = mmcv_cnn.build_plugin_layer(plugin, in_channels=in_channels, postfix=postfix)
             assert not hasattr(self, name), f"duplicate plugin {name}"
             self.add_module(name, layer)
             names.append(name)

@@ -27,6 +27,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "viz": ("matplotlib",),
     "images": ("skimage",),
     "mmcv": ("mmengine", "mmcv"),
+    "timm": ("timm",),
 }
 
 

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from .. import create_block, list_blocks
 from ..extras import require
-from ..layers import create_block, list_blocks
 
 (_mmengine_registry,) = require("mmcv", "mmengine.registry", feature="globalctx.integrations.mmcv")
 
@@ -89,7 +89,7 @@ def _plugin_class(block: str) -> type:
             "block": block,
             "_abbr_": f"{SCOPE}_{block}",
             "__module__": __name__,
-            "__doc__": f"mmcv plugin ``type='{plugin_type(block)}'``: ``create_block('{block}', in_channels, **options)``.",
+            "__doc__": f"mmcv plugin ``{plugin_type(block)}``: ``create_block('{block}', in_channels, **options)``.",
         },
     )
 

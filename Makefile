@@ -54,9 +54,13 @@ $(INTEROP_STAMP): pyproject.toml
 	$(INTEROP_BIN)/pip install -q -e '.[dev,mmcv]' $(INTEROP_PKGS)
 	touch $(INTEROP_STAMP)
 
+MMCV_TESTS := tests/test_integrations_mmcv.py tests/test_mmcv_context.py tests/test_nonlocal_mmcv.py
+
+# both runs always run; the target fails if either does
 test-interop: $(INTEROP_STAMP)
-	$(INTEROP_BIN)/python -m pytest -q -m "timm and not slow and not gpu" $(PYTEST_ARGS)
-	$(INTEROP_BIN)/python -m pytest -q -m "not slow and not gpu" tests/test_integrations_mmcv.py $(PYTEST_ARGS)
+	$(INTEROP_BIN)/python -m pytest -q -m "timm and not slow and not gpu" $(PYTEST_ARGS); timm_rc=$$?; \
+	$(INTEROP_BIN)/python -m pytest -q -m "not slow and not gpu" $(MMCV_TESTS) $(PYTEST_ARGS); mmcv_rc=$$?; \
+	test $$timm_rc = 0 && test $$mmcv_rc = 0
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench install clean fashion-mnist
+.PHONY: run test test-interop lint bench install clean fashion-mnist
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,30 @@ fashion-mnist: $(STAMP)
 test: $(STAMP) fashion-mnist
 	$(BIN)/python -m pytest -q -m "not slow and not gpu and not timm" $(PYTEST_ARGS)
 
+# The interop tests (marker `timm`: torchvision / timm models, feature extraction, timm's registry)
+# and the mmcv adapter, in a second venv: torch 2.14.1 + torchvision 0.29.1 (a CUDA build of about
+# 5.5 GB that runs on the CPU; pip takes both from this machine's disk where they lie there) +
+# timm, then the package with its dev and mmcv extras (mmcv-lite 2.1, the release mmdet 3.3.0 accepts).
+INTEROP_VENV  ?= .venv-interop
+INTEROP_BIN   := $(INTEROP_VENV)/bin
+INTEROP_PKGS  ?= torch==2.14.1 torchvision==0.29.1 timm==1.0.31
+INTEROP_STAMP := $(INTEROP_VENV)/.installed
+
+$(INTEROP_STAMP): pyproject.toml
+	test -x $(INTEROP_BIN)/python || $(PYTHON) -m venv $(INTEROP_VENV)
+	$(INTEROP_BIN)/pip install -q --upgrade pip
+	$(INTEROP_BIN)/pip install -q $(INTEROP_PKGS)
+	$(INTEROP_BIN)/pip install -q -e '.[dev,mmcv]' $(INTEROP_PKGS)
+	touch $(INTEROP_STAMP)
+
+MMCV_TESTS := tests/test_integrations_mmcv.py tests/test_mmcv_context.py tests/test_nonlocal_mmcv.py
+
+# both runs always run; the target fails if either does
+test-interop: $(INTEROP_STAMP)
+	$(INTEROP_BIN)/python -m pytest -q -m "timm and not slow and not gpu" $(PYTEST_ARGS); timm_rc=$$?; \
+	$(INTEROP_BIN)/python -m pytest -q -m "not slow and not gpu" $(MMCV_TESTS) $(PYTEST_ARGS); mmcv_rc=$$?; \
+	test $$timm_rc = 0 && test $$mmcv_rc = 0
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
@@ -47,4 +71,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/cost_table.py --threads 2
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info
+	rm -rf $(VENV) $(INTEROP_VENV) build dist src/*.egg-info

@@ -294,6 +294,7 @@ def test_presets_are_framework_blocks(name):
     blk.reset_parameters()
 
 
+@pytest.mark.timm
 def test_eca_matches_timm_eca_module():
     timm_layers = pytest.importorskip(
         "timm.layers", reason="optional cross-check: timm needs torch>=2.14.1 with torchvision, not in the core env"

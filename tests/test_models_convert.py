@@ -93,6 +93,7 @@ def test_unmatched_keys_reported_never_dropped():
         to_layout(src, layout="torchvision")
 
 
+@pytest.mark.timm
 def test_torchvision_resnet50_weights_load():
     tv = pytest.importorskip("torchvision", reason="torchvision not installed (optional)")
     ref = _perturb(tv.models.resnet50())
@@ -101,6 +102,7 @@ def test_torchvision_resnet50_weights_load():
     _same_outputs(m, ref, size=64)
 
 
+@pytest.mark.timm
 def test_timm_seresnet50_weights_load():
     timm = pytest.importorskip("timm", reason="timm not installed (optional)")
     ref = _perturb(timm.create_model("seresnet50"))

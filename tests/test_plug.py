@@ -149,6 +149,7 @@ def test_plugged_blocks_survive_parent_reinit():
     assert all(a.block.transform.fc2.weight.abs().sum() == 0 for a in added)
 
 
+@pytest.mark.timm
 def test_plug_torchvision_resnet50_identity():
     tv = pytest.importorskip("torchvision", reason="torchvision not installed (optional)")
     net = _randomise_bn(tv.models.resnet50(num_classes=10))
@@ -160,6 +161,7 @@ def test_plug_torchvision_resnet50_identity():
     assert len(added) == 9
 
 
+@pytest.mark.timm
 def test_plug_timm_resnet50_identity():
     timm = pytest.importorskip("timm", reason="timm not installed (optional)")
     net = _randomise_bn(timm.create_model("resnet50", num_classes=10))

@@ -1,0 +1,102 @@
+"""globalctx with timm: models in timm's registry, blocks as timm's ``attn_layer`` (timm's own init on)."""
+
+import pytest
+import torch
+from torch import nn
+
+import globalctx
+
+pytestmark = pytest.mark.timm
+
+timm = pytest.importorskip("timm", reason="timm not installed (make test-interop)")
+gt = pytest.importorskip("globalctx.integrations.timm")
+
+# options under which each block is an exact identity at insertion (as in test_plug.py and
+# test_channel_presets.py)
+IDENTITY = {
+    "gc": {},
+    "snl": {},
+    "nl": {},
+    "dnl": {},
+    "gct": {},
+    "se": {"zero_init_last": True, "identity_init": True},
+    "eca": {"zero_init_last": True, "identity_init": True},
+    "fca": {"zero_init_last": True, "identity_init": True},
+    "srm": {"identity_init": True},
+    "gsop": {"zero_init_last": True, "identity_init": True},
+    "soca": {"zero_init_last": True, "identity_init": True},
+    "enc": {"zero_init_last": True, "identity_init": True, "final_relu": False},
+    "rcan": {"zero_init_last": True, "identity_init": True},
+    "dia": {"identity_init": True},
+    "ban": {"identity_init": True},
+}
+
+
+def _randomise_bn(net: nn.Module) -> nn.Module:
+    """Non-trivial BN statistics and affine values everywhere (a zero bn3 would hide the blocks)."""
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+def test_every_block_has_identity_options():
+    assert sorted(IDENTITY) == globalctx.list_blocks()
+
+
+def test_register_timm_models_one_liner():
+    names = gt.register_timm_models()
+    assert names == [f"globalctx_{m}" for m in globalctx.list_models()]
+    assert sorted(timm.list_models("globalctx_*")) == names  # timm sorts naturally (resnet50 < resnet101)
+    assert gt.register_timm_models() == names  # idempotent, no overwrite warning
+    net = timm.create_model("globalctx_gc_resnet50", num_classes=10)
+    ref = globalctx.create_model("gc_resnet50", num_classes=10)
+    ref.load_state_dict(net.state_dict(), strict=True)
+    _randomise_bn(net)
+    ref.load_state_dict(net.state_dict(), strict=True)
+    ref.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), ref(x), rtol=0, atol=0)
+    assert net.fc.out_features == 10
+
+
+def test_timm_options_pass_through_and_errors():
+    gt.register_timm_models()
+    net = timm.create_model("globalctx_resnet18_small", num_classes=7, in_chans=1)
+    assert net(torch.randn(2, 1, 28, 28)).shape == (2, 7)
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        timm.create_model("globalctx_gc_resnet50", pretrained=True)
+    with pytest.raises(ValueError, match="Hub repo id"):  # why the prefix is joined with '_'
+        timm.create_model("globalctx/gc_resnet50")
+
+
+def test_attn_layer_rejects_unknown_block():
+    with pytest.raises(ValueError, match="known blocks: .*gc"):
+        gt.attn_layer("gcc")
+
+
+@pytest.mark.parametrize("block", sorted(IDENTITY))
+def test_block_as_timm_attn_layer_survives_timm_init(block):
+    """``timm.create_model('resnet50', block_args=dict(attn_layer=...))`` builds with timm's own
+    ``init_weights`` (kaiming on every conv, then ``zero_init_last()`` on every module that has
+    one), and the block's identity init survives it: outputs equal the plain timm ResNet-50's."""
+    torch.manual_seed(0)
+    layer = gt.attn_layer(block, **IDENTITY[block])
+    net = timm.create_model("resnet50", num_classes=10, block_args=dict(attn_layer=layer))
+    kind = type(globalctx.create_block(block, 256, **IDENTITY[block]))
+    placed = [m for m in net.modules() if type(m) is kind and m is not net]
+    assert len(placed) >= 16  # one per bottleneck (3 + 4 + 6 + 3), in the `se` slot
+    assert all(type(b.se) is kind for stage in (net.layer1, net.layer2, net.layer3, net.layer4) for b in stage)
+    plain = timm.create_model("resnet50", num_classes=10)
+    _randomise_bn(net)
+    missing, unexpected = plain.load_state_dict(net.state_dict(), strict=False)
+    assert not missing and all(".se." in k for k in unexpected)
+    plain.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), plain(x), rtol=0, atol=1e-5)

@@ -88,6 +88,10 @@ class NonLocal(nn.Module):
         bias: bias in ``theta``, ``phi``, ``g``. Default: ``True``.
         out_bias: bias in ``W_z`` (mmcv drops it when a norm follows). Default: ``True``.
         zero_init_last: zero BN gamma/beta (or ``W_z`` when ``norm=False``). Default: ``True``.
+        embed_gain: ``None`` keeps the official init of ``theta`` and ``phi`` (normal, std 0.01);
+            a number ``G`` draws their weights from a normal with std ``G / sqrt(C)`` (``G = 1``:
+            LeCun normal, logits of order one at init) so the attention maps are not flat from
+            the start. Not part of the paper. Default: ``None``.
         backend: ``'auto'``, ``'sdpa'``, ``'linear'``, ``'chunked'`` or ``'reference'``.
             Default: ``'auto'``.
         chunk_size: query rows per chunk for ``'chunked'`` (``None``: 16 MiB blocks).
@@ -122,6 +126,7 @@ class NonLocal(nn.Module):
         bias: bool = True,
         out_bias: bool = True,
         zero_init_last: bool = True,
+        embed_gain: float | None = None,
         backend: str = "auto",
         chunk_size: int | None = None,
         device=None,
@@ -149,6 +154,9 @@ class NonLocal(nn.Module):
         self.subsample = subsample
         self.subsample_order = subsample_order
         self.zero_init_last = zero_init_last
+        if embed_gain is not None and not embed_gain > 0:
+            raise ValueError(f"nl: embed_gain must be a positive number or None, got {embed_gain!r}")
+        self.embed_gain = embed_gain
         self.chunk_size = chunk_size
         cr = self.rd_channels
         if pairwise == "gaussian":
@@ -171,6 +179,10 @@ class NonLocal(nn.Module):
                     nn.init.zeros_(m.bias)
         if self.concat_project is not None:
             nn.init.kaiming_normal_(self.concat_project.weight, mode="fan_out", nonlinearity="relu")
+        if self.embed_gain is not None:  # optional, non-official: non-flat attention at init
+            for m in (self.theta, self.phi):
+                if m is not None:
+                    nn.init.normal_(m.weight, std=self.embed_gain / math.sqrt(m.in_features))
         last = self.norm if self.norm is not None else self.out
         if self.norm is not None:
             self.norm.reset_parameters()

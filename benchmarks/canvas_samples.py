@@ -59,7 +59,7 @@ def main(argv=None) -> int:
                 title = f"{test.classes[int(test.labels[i])]} ({a}/{b})"
             ax.set_title(title, fontsize=7)
         axes[t * rows_per_task, 0].set_ylabel(task, fontsize=8)
-    fig.suptitle("Canvas tasks (test split, seed %d): label above each canvas; item boxes dotted" % args.seed, fontsize=9)
+    fig.suptitle(f"Canvas tasks (test split, seed {args.seed}): label above each canvas; item boxes dotted", fontsize=9)
     fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(target, dpi=110)

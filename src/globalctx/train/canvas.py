@@ -130,6 +130,17 @@ def _paste_max(canvas: torch.Tensor, patches: torch.Tensor, ys: torch.Tensor, xs
         flat[idx] = torch.maximum(flat[idx], patches[lo:hi].reshape(-1))  # indices distinct within a call
 
 
+def _paste_items(canvas: torch.Tensor, images: np.ndarray, src: np.ndarray, boxes: np.ndarray) -> None:
+    """Paste item ``k`` of every canvas (source image ``src[:, k]``) at ``boxes[:, k]``, in order.
+
+    Shape:
+        canvas: uint8 ``[N, S, S]``; images: uint8 ``[n_src, 28, 28]``; src: ``[N, K]``; boxes: ``[N, K, 2]``.
+    """
+    for k in range(src.shape[1]):
+        ys, xs = torch.from_numpy(boxes[:, k, 0]), torch.from_numpy(boxes[:, k, 1])
+        _paste_max(canvas, torch.from_numpy(images[src[:, k]]), ys, xs)
+
+
 def _add_clutter(
     canvas: torch.Tensor, rng, images: np.ndarray, *, clutter: int, fragment: int, contrast: float
 ) -> None:
@@ -211,17 +222,17 @@ def make_canvas(
     rng = _rng(seed, task, split, n)
     num_classes = int(labels.max()) + 1
     y = _balanced(rng, n, num_classes)
-    src = _draw_of_class(rng, labels, y)
+    src = _draw_of_class(rng, labels, y)[:, None]  # [N, 1]
     boxes = rng.integers(0, size - ITEM + 1, (n, 1, 2))
     canvas = torch.zeros(n, size, size, dtype=torch.uint8)  # [N, S, S]
     _add_clutter(canvas, rng, images, clutter=clutter, fragment=fragment, contrast=contrast)
-    _paste_max(canvas, torch.from_numpy(images[src]), torch.from_numpy(boxes[:, 0, 0]), torch.from_numpy(boxes[:, 0, 1]))
+    _paste_items(canvas, images, src, boxes)
     return CanvasSamples(
         canvas.unsqueeze(1),  # [N, 1, S, S]
         torch.from_numpy(y.astype(np.int64)),
         torch.from_numpy(boxes.astype(np.int64)),
         torch.from_numpy(y.astype(np.int64)[:, None]),
-        torch.from_numpy(src[:, None]),
+        torch.from_numpy(src),
     )
 
 
@@ -285,10 +296,7 @@ def make_pairs(
     boxes = _separated_boxes(rng, n, size)
     canvas = torch.zeros(n, size, size, dtype=torch.uint8)  # [N, S, S]
     _add_clutter(canvas, rng, images, clutter=clutter, fragment=fragment, contrast=contrast)
-    for k in range(2):
-        _paste_max(
-            canvas, torch.from_numpy(images[src[:, k]]), torch.from_numpy(boxes[:, k, 0]), torch.from_numpy(boxes[:, k, 1])
-        )
+    _paste_items(canvas, images, src, boxes)
     return CanvasSamples(
         canvas.unsqueeze(1),  # [N, 1, S, S]
         torch.from_numpy(y.astype(np.int64)),
@@ -326,7 +334,8 @@ def build_canvas_datasets(
     made = []
     for split, n in (("train", n_train), ("test", n_test)):
         src = load_fashion_mnist(data_dir, train=split == "train")
-        made.append(_MAKERS[task](src.images, src.labels, len(src) if n is None else n, seed=seed, split=split, **options))
+        n = len(src) if n is None else n
+        made.append(_MAKERS[task](src.images, src.labels, n, seed=seed, split=split, **options))
     if options:  # other canvases: the statistics of these training canvases
         x = made[0].images.float().div_(255)
         mean, std = (round(x.mean().item(), 4),), (round(x.std().item(), 4),)

@@ -123,3 +123,17 @@ def test_unknown_task_and_image_size():
         parse_data_spec("fmnist-pair")
     with pytest.raises(ValueError, match="image-size"):
         build_datasets("fmnist-canvas", image_size=32)
+
+
+def test_splits_are_made_on_first_access(fmnist):
+    train, test = build_canvas_datasets("fmnist-canvas", n_test=8, seed=0)
+    assert len(train) == 60_000 and train.image_shape == (1, 64, 64) and train._made is None
+    assert test.images.shape == (8, 1, 64, 64) and train._made is None  # the training canvases were never made
+    ref = build_canvas_datasets("fmnist-canvas", n_train=1, n_test=8, seed=0)[1]
+    assert torch.equal(ref.images, test.images)
+    with pytest.raises(ValueError, match="unknown canvas options"):
+        build_canvas_datasets("fmnist-canvas", colour=1)
+    with pytest.raises(ValueError, match="size must be"):
+        build_canvas_datasets("fmnist-pairs", size=40)
+    small, _ = build_canvas_datasets("fmnist-canvas", n_train=50, n_test=5, size=56, clutter=2)
+    assert small.image_shape == (1, 56, 56) and small.images.shape == (50, 1, 56, 56) and small.mean != (0.0957,)

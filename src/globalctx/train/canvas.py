@@ -69,14 +69,44 @@ class CanvasSamples(NamedTuple):
 
 class CanvasDataset(TensorImageDataset):
     """A :class:`TensorImageDataset` of canvases that also keeps ``boxes``, ``item_classes`` and
-    ``item_index`` (see :class:`CanvasSamples`) through :meth:`subset`."""
+    ``item_index`` (see :class:`CanvasSamples`) through :meth:`subset`.
 
-    def __init__(self, samples: CanvasSamples, *, classes, mean, std):
-        super().__init__(samples.images, samples.labels, classes=classes, mean=mean, std=std)
-        self.boxes, self.item_classes, self.item_index = samples.boxes, samples.item_classes, samples.item_index
+    ``samples`` is a :class:`CanvasSamples` or a function returning it; a function runs on the first
+    access to the tensors (so ``len``, ``classes`` and ``image_shape`` of a split that is never
+    read, e.g. the training split during evaluation, cost nothing). ``n`` and ``side`` must then
+    be given.
+    """
+
+    def __init__(self, samples, *, classes, mean, std, n: int | None = None, side: int | None = None):
+        if isinstance(samples, CanvasSamples):
+            self._made, self._make = samples, None
+            n, side = len(samples.labels), samples.images.shape[-1]
+        elif callable(samples) and n is not None and side is not None:
+            self._made, self._make = None, samples
+        else:
+            raise ValueError("samples must be CanvasSamples, or a function with n= and side= given")
+        self._n, self._side = int(n), int(side)
+        self.classes = tuple(classes)
+        self.mean, self.std = tuple(mean), tuple(std)
 
     def samples(self) -> CanvasSamples:
-        return CanvasSamples(self.images, self.labels, self.boxes, self.item_classes, self.item_index)
+        """The canvases (made now if they were deferred)."""
+        if self._made is None:
+            self._made, self._make = self._make(), None
+        return self._made
+
+    images = property(lambda self: self.samples().images, doc="uint8 ``[N, 1, S, S]``")
+    labels = property(lambda self: self.samples().labels, doc="int64 ``[N]``")
+    boxes = property(lambda self: self.samples().boxes, doc="int64 ``[N, K, 2]``")
+    item_classes = property(lambda self: self.samples().item_classes, doc="int64 ``[N, K]``")
+    item_index = property(lambda self: self.samples().item_index, doc="int64 ``[N, K]``")
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (1, self._side, self._side)
 
     def subset(self, n: int | None, seed: int = 0) -> CanvasDataset:
         if n is None or n >= len(self):
@@ -323,7 +353,8 @@ def build_canvas_datasets(
     The training canvases are made from the Fashion-MNIST training files only, the test canvases
     from the test files only. ``n_train`` / ``n_test`` default to the split sizes (60,000 /
     10,000). ``options`` go to :func:`make_canvas` / :func:`make_pairs` (``size``, ``clutter``,
-    ``fragment``, ``contrast``).
+    ``fragment``, ``contrast``). The canvases of a split are made on the first access to its
+    tensors.
 
     Shape:
         Each dataset holds uint8 images ``[n, 1, S, S]`` and int64 labels ``[n]``.
@@ -331,15 +362,32 @@ def build_canvas_datasets(
     if task not in _MAKERS:
         raise ValueError(f"unknown canvas task {task!r}; valid: {', '.join(CANVAS_TASKS)}")
     classes = FASHION_MNIST_CLASSES if task == "fmnist-canvas" else PAIR_CLASSES
-    made = []
-    for split, n in (("train", n_train), ("test", n_test)):
-        src = load_fashion_mnist(data_dir, train=split == "train")
-        n = len(src) if n is None else n
-        made.append(_MAKERS[task](src.images, src.labels, n, seed=seed, split=split, **options))
-    if options:  # other canvases: the statistics of these training canvases
-        x = made[0].images.float().div_(255)
+    unknown = sorted(set(options) - {"size", "clutter", "fragment", "contrast"})
+    if unknown:
+        raise ValueError(f"unknown canvas options {unknown}; valid: size, clutter, fragment, contrast")
+    side = options.get("size", 64)
+    opts = (options.get("clutter", 8), options.get("fragment", 10), options.get("contrast", 0.5))
+    _check(1, side, *opts, 2 if task == "fmnist-pairs" else 1)
+
+    def maker(split: str, n: int):
+        def make() -> CanvasSamples:
+            src = load_fashion_mnist(data_dir, train=split == "train")
+            return _MAKERS[task](src.images, src.labels, n, seed=seed, split=split, **options)
+
+        return make
+
+    sizes = {"train": n_train, "test": n_test}
+    for split, n in sizes.items():  # default: the size of the source split (its IDX files, read once)
+        sizes[split] = len(load_fashion_mnist(data_dir, train=split == "train")) if n is None else n
+    train, test = (
+        CanvasDataset(maker(split, n), classes=classes, mean=(0.0,), std=(1.0,), n=n, side=side)
+        for split, n in sizes.items()
+    )
+    if options:  # other canvases: the statistics of their training canvases
+        x = train.images.float().div_(255)
         mean, std = (round(x.mean().item(), 4),), (round(x.std().item(), 4),)
     else:
         mean, std = _NORM[task]
-    train, test = (CanvasDataset(s, classes=classes, mean=mean, std=std) for s in made)
+    train.mean = test.mean = mean
+    train.std = test.std = std
     return train, test

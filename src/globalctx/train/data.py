@@ -351,12 +351,16 @@ def parse_data_spec(spec: str) -> DataSpec:
     """``fashion-mnist`` or ``imagefolder:TRAIN_DIR,VAL_DIR``."""
     if spec.lower() in ("fashion-mnist", "fashion_mnist", "fmnist"):
         return DataSpec("fashion-mnist")
+    if spec.lower() in ("fmnist-canvas", "fmnist-pairs"):  # globalctx.train.canvas
+        return DataSpec(spec.lower())
     if spec.startswith("imagefolder:"):
         parts = spec[len("imagefolder:") :].split(",")
         if len(parts) != 2 or not all(parts):
             raise ValueError(f"--data {spec!r}: expected imagefolder:TRAIN_DIR,VAL_DIR")
         return DataSpec("imagefolder", parts[0], parts[1])
-    raise ValueError(f"unknown --data {spec!r}; valid: fashion-mnist, imagefolder:TRAIN_DIR,VAL_DIR")
+    raise ValueError(
+        f"unknown --data {spec!r}; valid: fashion-mnist, fmnist-canvas, fmnist-pairs, imagefolder:TRAIN_DIR,VAL_DIR"
+    )
 
 
 def build_datasets(
@@ -371,6 +375,12 @@ def build_datasets(
 ):
     """``(train, val)`` datasets for a ``--data`` spec, optionally reduced to fixed subsets."""
     ds = parse_data_spec(spec)
+    if ds.kind in ("fmnist-canvas", "fmnist-pairs"):
+        from .canvas import build_canvas_datasets
+
+        if image_size is not None:
+            raise ValueError(f"--data {ds.kind} makes 64x64 canvases; --image-size {image_size} is not supported")
+        return build_canvas_datasets(ds.kind, data_dir=data_dir, n_train=subset, n_test=val_subset, seed=seed)
     if ds.kind == "fashion-mnist":
         train = load_fashion_mnist(data_dir, train=True)
         val = load_fashion_mnist(data_dir, train=False)
@@ -423,7 +433,7 @@ def augment_for(spec: str, dataset, *, train: bool) -> Augment:
     if not train:
         return Augment(dataset.mean, dataset.std)
     kind = parse_data_spec(spec).kind
-    pad = 2 if kind == "fashion-mnist" else max(1, dataset.image_shape[-1] // 8)
+    pad = 2 if kind in ("fashion-mnist", "fmnist-canvas", "fmnist-pairs") else max(1, dataset.image_shape[-1] // 8)
     return Augment(dataset.mean, dataset.std, pad=pad, flip=True)
 
 

@@ -71,6 +71,10 @@ class NonLocal(nn.Module):
         out_bias: bias in ``W_z`` (mmcv drops it when a norm follows). Default: ``True``.
         zero_init_last: zero BN gamma/beta (or ``W_z`` when ``norm=False``); stored as
             ``zero_last``, re-applied by :meth:`zero_init_last`. Default: ``True``.
+        embed_gain: ``None`` keeps the official init of ``theta`` and ``phi`` (normal, std 0.01);
+            a number ``G`` draws their weights from a normal with std ``G / sqrt(C)`` (``G = 1``:
+            LeCun normal, logits of order one at init) so the attention maps are not flat from
+            the start. Not part of the paper. Default: ``None``.
         backend: ``'auto'``, ``'sdpa'``, ``'linear'``, ``'chunked'`` or ``'reference'``.
             Default: ``'auto'``.
         chunk_size: query rows per chunk for ``'chunked'`` (``None``: 16 MiB blocks).
@@ -105,6 +109,7 @@ class NonLocal(nn.Module):
         bias: bool = True,
         out_bias: bool = True,
         zero_init_last: bool = True,
+        embed_gain: float | None = None,
         backend: str = "auto",
         chunk_size: int | None = None,
         device=None,
@@ -132,6 +137,9 @@ class NonLocal(nn.Module):
         self.subsample = subsample
         self.subsample_order = subsample_order
         self.zero_last = zero_init_last
+        if embed_gain is not None and not embed_gain > 0:
+            raise ValueError(f"nl: embed_gain must be a positive number or None, got {embed_gain!r}")
+        self.embed_gain = embed_gain
         self.chunk_size = chunk_size
         cr = self.rd_channels
         if pairwise == "gaussian":
@@ -150,6 +158,10 @@ class NonLocal(nn.Module):
         attn.init_embeddings(self.theta, self.phi, self.g, self.out)
         if self.concat_project is not None:
             nn.init.kaiming_normal_(self.concat_project.weight, mode="fan_out", nonlinearity="relu")
+        if self.embed_gain is not None:  # optional, non-official: non-flat attention at init
+            for m in (self.theta, self.phi):
+                if m is not None:
+                    nn.init.normal_(m.weight, std=self.embed_gain / math.sqrt(m.in_features))
         if self.norm is not None:
             self.norm.reset_parameters()
         self.zero_init_last()

@@ -117,7 +117,8 @@ def test_placements_equal_hand_built_ones():
     ("nl(mode=x)", "unknown option 'mode' of 'nl'; options: backend, bias, chunk_size"),
     ("gc(device=cpu)", "unknown option 'device'"),
     ("gc@middle", "unknown setting @middle; a position (after_conv1, after_conv2, after_conv3, before_add, "
-                  "after_add_before_relu, after_add, before_conv), stem, or one of stages=, indices=, every=, offset=, position=, stem="),
+                  "after_add_before_relu, after_add, before_conv), stem, or one of stages=, indices=, "
+                  "every=, offset=, position=, stem="),
     ("gc@position=middle", "unknown position 'middle'; positions: after_conv1, after_conv2, after_conv3, "
                            "before_add, after_add_before_relu, after_add, before_conv"),
     ("gc@where=4", "unknown setting 'where'; settings: stages, indices, every, offset, position, stem"),

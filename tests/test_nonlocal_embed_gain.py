@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from globalctx.layers.nonlocal_ import NonLocal
+from globalctx.layers import NonLocal
 
 
 def test_default_is_official_std():

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .. import create_block, list_blocks
 from ..extras import require
+from ..layers import create_block, list_blocks
 
 (_mmengine_registry,) = require("mmcv", "mmengine.registry", feature="globalctx.integrations.mmcv")
 

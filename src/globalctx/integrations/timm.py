@@ -31,8 +31,9 @@ from collections.abc import Callable
 
 from torch import nn
 
-from .. import create_block, create_model, list_blocks, list_models
 from ..extras import require
+from ..layers import create_block, list_blocks
+from ..models import create_model, list_models
 
 (_timm,) = require("timm", "timm", feature="globalctx.integrations.timm")
 from timm.models import is_model, register_model  # noqa: E402  (after the one-line check above)

@@ -45,10 +45,6 @@ def _close(a: torch.Tensor, b: torch.Tensor, **tol) -> None:
 # -- GSoP-Net1 channel attention ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gsop has a ReLU between the row-wise conv and the expanding FC; official chan_att has none",
-)
 @pytest.mark.parametrize("stride", [1, 2])
 def test_gsop_matches_official_chan_att(stride):
     c, d = 16, 8

@@ -12,6 +12,18 @@ from reference_utils import DT, close
 
 # ---------------------------------------------------------------- GSoP-Net1 (official chan_att)
 class RefGSoP(nn.Module):
+    """``x * chan_att(x)`` written from the official code, layer by layer.
+
+    Repository ZilinGao/Global-Second-order-Pooling-Convolutional-Networks, commit
+    d3a757a7f6f79cfff7e985a6045526719c7b53c1, ``torchvision/models/resnet.py``:
+    ``Bottleneck.__init__`` (``conv_for_DR`` 1x1 with bias, ``bn_for_DR``, ``row_bn``,
+    ``row_conv_group`` kernel ``(d, 1)`` groups ``d`` with bias, ``fc_adapt_channels`` 1x1 with
+    bias) and ``chan_att``: ``relu_normal`` -> ``conv_for_DR`` -> ``bn_for_DR`` -> ``relu`` ->
+    ``CovpoolLayer`` -> view ``[N, d, d, 1]`` -> ``row_bn`` -> ``row_conv_group`` ->
+    ``fc_adapt_channels`` -> sigmoid. No activation between ``row_conv_group`` and
+    ``fc_adapt_channels`` (only ``pos_att`` has one there).
+    """
+
     def __init__(self, c, d):
         super().__init__()
         self.conv_for_DR = nn.Conv2d(c, d, 1, bias=True)
@@ -25,7 +37,7 @@ class RefGSoP(nn.Module):
         out = F.relu(self.bn_for_DR(self.conv_for_DR(out)))
         out = ref_covpool(out)
         out = out.view(out.size(0), out.size(1), out.size(2), 1)
-        out = F.relu(self.row_conv_group(self.row_bn(out)))
+        out = self.row_conv_group(self.row_bn(out))  # [N, 4d, 1, 1], no activation
         return x * torch.sigmoid(self.fc_adapt_channels(out))
 
 

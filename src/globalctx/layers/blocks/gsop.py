@@ -84,7 +84,8 @@ class GSoPPool(Part):
 class RowConvTransform(Part):
     """GSoP-Net1's transform of the covariance (Gao et al., CVPR 2019, arXiv 1811.12006).
 
-    ``BN_rows(S) -> row-wise conv -> ReLU -> FC -> t``: the row-wise conv gives each row ``i`` of
+    ``BN_rows(S) -> row-wise conv -> FC -> t`` (no activation between the two, as the official
+    ``chan_att``): the row-wise conv gives each row ``i`` of
     ``S [d, d]`` its own ``4 x d`` linear map (the official group conv, kernel ``(d, 1)``,
     ``groups = d``, ``4 d`` outputs, with bias); the FC (official 1x1 conv ``4d -> C``, bias) maps
     to the block's channels. ``weight`` keeps the official ``[4 d, d]`` layout (output ``o`` of the
@@ -113,7 +114,6 @@ class RowConvTransform(Part):
         self.row_bn = nn.BatchNorm1d(d, **dd)
         self.weight = nn.Parameter(torch.empty(4 * d, d, **dd))
         self.bias = nn.Parameter(torch.empty(4 * d, **dd))
-        self.act = nn.ReLU()
         self.fc = nn.Linear(4 * d, channels, **dd)
         self.reset_parameters()
 
@@ -138,7 +138,7 @@ class RowConvTransform(Part):
         cov = self.row_bn(cov)  # [N, d, d], BN over rows (channel = row index)
         w = self.weight.view(d, 4, d)  # [d (row), 4, d]
         r = torch.einsum("nik,ijk->nij", cov, w).reshape(n, 4 * d) + self.bias  # [N, 4d]
-        return self.fc(self.act(r))  # [N, C]
+        return self.fc(r)  # [N, C]
 
     def extra_repr(self) -> str:
         return f"{self.channels}, cov_channels={self.cov_channels}"
@@ -159,7 +159,8 @@ def gsop_block(
     """GSoP-Net1 channel attention (Gao et al., CVPR 2019, arXiv 1811.12006).
 
     ReLU, 1x1 conv ``C -> 128`` (bias) + BN + ReLU, covariance ``[128, 128]``, row-BN, row-wise
-    conv (``4 x 128`` per row, bias), ReLU, 1x1 conv ``512 -> C`` (bias), sigmoid, ``y = x * s``.
+    conv (``4 x 128`` per row, bias), 1x1 conv ``512 -> C`` (bias), sigmoid, ``y = x * s`` (no
+    activation between the row-wise conv and the expanding conv, as the official ``chan_att``).
     ``641 C + 66,688`` parameters (230,784 at C=256). Covariance in fp32.
 
     ``init="paper"``: gate ``sigmoid`` of a random projection (official init), not an identity.

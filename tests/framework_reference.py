@@ -63,9 +63,10 @@ def gc_ref(x, wk, bk, add=None, mul=None, norm=True, pooling="att"):
     return out
 
 
-def snl_ref(x, wk, bk, wv, bv):
+def snl_ref(x, wk, bk, wv, bv=None):
     ctx = attention_pool(x, wk, bk)
-    return x + expand(ctx @ wv.T + bv, x)
+    t = ctx @ wv.T
+    return x + expand(t if bv is None else t + bv, x)
 
 
 SHAPES = {1: (2, 16, 9), 2: (2, 16, 5, 4), 3: (2, 16, 2, 3, 4)}

@@ -48,7 +48,8 @@ def test_block_params_match_reference_table():
     assert count_params(globalctx.create_block("gc", 256))["params"] == 8753
     assert count_params(globalctx.create_block("gc", 1024))["params"] == 133313
     assert count_params(globalctx.create_block("se", 256))["params"] == 8464
-    assert count_params(globalctx.create_block("snl", 1024))["params"] == 1050625
+    assert count_params(globalctx.create_block("snl", 1024))["params"] == 1049601
+    assert count_params(globalctx.create_block("snl", 1024, bias=True))["params"] == 1050625
 
 
 def test_count_params_splits_trainable_and_buffers():

@@ -104,7 +104,8 @@ def test_zero_init_last_zeroes_bias_too():
         ("gc", 2048, dict(rd_ratio=1 / 4), 2_102_785),
         ("se", 256, dict(rd_ratio=1 / 16), 8_464),
         ("se", 256, dict(bias=False), 8_192),
-        ("snl", 1024, {}, 1_050_625),
+        ("snl", 1024, {}, 1_049_601),
+        ("snl", 1024, dict(bias=True), 1_050_625),
     ],
 )
 def test_parameter_counts(name, channels, kw, expected):

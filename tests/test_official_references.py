@@ -74,13 +74,19 @@ def test_gsop_covariance_matches_mpncov():
 # -- SNL: simple ContextBlock of the DNL detection code ------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="snl's W_v has a bias (C extra parameters); the official conv_value has none")
 def test_snl_parameter_count_equals_official():
     for c in (16, 1024):
         assert count_parameters(globalctx.create_block("snl", c)) == count_parameters(dnl_ref.ContextBlockSimple(c))
+    assert count_parameters(globalctx.create_block("snl", 1024)) == 1_049_601
 
 
-@pytest.mark.xfail(strict=True, reason="snl's W_v bias has no official counterpart (a constant shift of the output)")
+def test_snl_bias_option_adds_c_parameters():
+    assert count_parameters(globalctx.create_block("snl", 1024, bias=True)) == 1_050_625
+    ours = globalctx.create_block("snl", 16, bias=True)
+    with pytest.raises(ValueError, match="conv_value.bias"):  # no official slot for the bias
+        dnl_ref.copy_snl_from_ours(dnl_ref.ContextBlockSimple(16), ours)
+
+
 def test_snl_matches_official_simple_context_block():
     c = 16
     ours, ref = _pair(globalctx.create_block("snl", c), dnl_ref.ContextBlockSimple(c))

@@ -233,7 +233,7 @@ def test_snl_link_constant_query_embedding():
     x = torch.randn(2, c, 5, 6, dtype=torch.float64)
     rows = nl.attention_rows(x, torch.arange(30))
     torch.testing.assert_close(rows, rows[:, :1].expand_as(rows))  # same map for every query
-    snl = globalctx.create_block("snl", c).double()
+    snl = globalctx.create_block("snl", c, bias=True).double()  # W_z b_g + b_z needs the bias
     with torch.no_grad():
         # logits_j = scale * b_theta . (W_phi x_j + b_phi): the b_phi term is constant in j
         snl.context.conv_mask.weight.copy_(nl.scale * nl.theta.bias @ nl.phi.weight)

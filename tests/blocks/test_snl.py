@@ -9,8 +9,9 @@ from framework_reference import SHAPES, randomize, snl_ref
 
 @pytest.mark.parametrize("dims", [1, 2, 3])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
-def test_snl_matches_reference(dims, dtype, tol):
-    blk = randomize(globalctx.create_block("snl", 16)).to(dtype)
+@pytest.mark.parametrize("bias", [False, True])
+def test_snl_matches_reference(dims, dtype, tol, bias):
+    blk = randomize(globalctx.create_block("snl", 16, bias=bias)).to(dtype)
     x = torch.randn(SHAPES[dims], dtype=dtype)
     m, fc = blk.context.conv_mask, blk.transform.fc
     with torch.no_grad():

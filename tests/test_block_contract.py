@@ -58,17 +58,7 @@ def test_shape_preserved(name, dims):
         assert blk(x).shape == x.shape
 
 
-#: EncNet's codeword softmax runs in fp32 even for fp64 input (a known deviation, fixed separately):
-#: the finite differences then carry fp32 rounding, above gradcheck's fp64 tolerance
-GRAD_CASES = [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="enc: softmax in fp32 for fp64 input"))
-    if n == "enc"
-    else n
-    for n in BLOCKS
-]
-
-
-@pytest.mark.parametrize("name", GRAD_CASES)
+@pytest.mark.parametrize("name", BLOCKS)
 def test_gradcheck_float64(name):
     dims = dims_of(name)[0]
     blk = perturb(build(name).double()).train()
@@ -171,3 +161,25 @@ def test_fx_symbolic_trace_same_output(name):
     x = torch.randn(SHAPES[dims_of(name)[0]])
     with torch.no_grad():
         assert torch.equal(gm(x), blk(x))
+
+
+@pytest.mark.parametrize("amp_dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("scale", [1e3, 1e4])
+@pytest.mark.parametrize("name", BLOCKS)
+def test_autocast_large_activations_finite(name, scale, amp_dtype):
+    # fp32 weights and input under CPU autocast: distances, covariances, bilinear products and
+    # logits of activations this large overflow fp16 (and lose bf16's range) unless computed in fp32
+    blk = perturb(build(name))
+    x = torch.randn(SHAPES[2], generator=torch.Generator().manual_seed(0)) * scale
+    ref = perturb(build(name).double())
+    for train in (False, True):
+        blk.train(train), ref.train(train)
+        with torch.no_grad():
+            expected = ref(x.double())
+            with torch.autocast("cpu", dtype=amp_dtype):
+                y = blk(x)
+        assert y.shape == x.shape
+        finite = torch.isfinite(expected)
+        assert finite.all(), f"{name}: the float64 result itself is not finite"
+        bad = (~torch.isfinite(y) & finite).sum().item()
+        assert bad == 0, f"{name} ({'train' if train else 'eval'}): {bad} non-finite outputs under {amp_dtype} autocast"

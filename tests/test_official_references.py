@@ -99,7 +99,6 @@ def test_snl_matches_official_simple_context_block():
 # -- EncNet --------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="enc computes the soft-assignment softmax in fp32 even for float64 input")
 def test_enc_float64_matches_official():
     c, k = 16, 4
     ours, ref = _pair(globalctx.create_block("enc", c, num_codes=k), enc_ref.EncModule(c, k))

@@ -66,3 +66,18 @@ def test_enc_matches_reference():
     close(y, ry, 1e-7)
     close(logits, rl, 1e-7)
     close(blk(x), ry, 1e-7)
+
+
+def test_encoding_float64_stays_float64():
+    # the soft assignment is computed in float64 for float64 input (an fp32 cast gave ~1e-7)
+    from globalctx.layers.blocks.enc import Encoding
+
+    enc = Encoding(16, 4).to(DT)
+    ref = RefEncoding(16, 4).to(DT)
+    ref.load_state_dict(enc.state_dict())
+    x = torch.randn(3, 16, 5, 4, dtype=DT) * 3
+    with torch.no_grad():
+        out, expected = enc(x), ref(x)
+    assert out.dtype == DT
+    assert ((out - expected).abs().max() / expected.abs().max()).item() < 1e-14
+

@@ -308,3 +308,18 @@ def test_train_mode_batchnorm_updates_running_stats():
     before = m.norm.running_mean.clone()
     m(torch.randn(SHAPES[3]))
     assert not torch.equal(before, m.norm.running_mean)
+
+
+@pytest.mark.parametrize("amp_dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("backend", ["linear", "chunked", "reference"])
+def test_autocast_concatenation_projection_in_fp32(backend, amp_dtype):
+    # a_i = w_theta . theta_i with the official Kaiming init of w (std sqrt(2)) at C=256 and
+    # activations of 1e4: ~1e5, past fp16's range unless projected in fp32
+    torch.manual_seed(0)
+    m = NonLocal(256, pairwise="concatenation", backend=backend, zero_init_last=False).eval()
+    x = torch.randn(2, 256, 6, 6) * 1e4
+    with torch.no_grad(), torch.autocast("cpu", dtype=amp_dtype):
+        y = m(x)
+    with torch.no_grad():
+        expected = m.double()(x.double())
+    assert torch.isfinite(expected).all() and torch.isfinite(y).all()

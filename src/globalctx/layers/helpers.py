@@ -12,7 +12,15 @@ import torch
 import torch.fx
 from torch import nn
 
-__all__ = ["make_divisible", "rd_width", "check_input", "zero_layer", "fp32_softmax_input"]
+__all__ = [
+    "make_divisible",
+    "rd_width",
+    "check_input",
+    "zero_layer",
+    "fp32_softmax_input",
+    "wide_dtype",
+    "autocast_device",
+]
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
@@ -78,6 +86,24 @@ def fp32_softmax_input(logits: torch.Tensor) -> torch.Tensor:
     if logits.dtype == torch.float16 or logits.dtype == torch.bfloat16:
         return logits.float()
     return logits
+
+
+def wide_dtype(t: torch.Tensor) -> torch.dtype:
+    """The dtype to compute overflow-prone quantities of ``t`` in: fp32 for fp16/bf16, else ``t.dtype``."""
+    return torch.float32 if t.dtype == torch.float16 or t.dtype == torch.bfloat16 else t.dtype
+
+
+def autocast_device(t: torch.Tensor) -> str:
+    """``t``'s device type when autocast is enabled for it, else ``""``.
+
+    ``""`` under ``torch.fx.symbolic_trace`` too (a ``Proxy`` has no device): a traced graph runs
+    as without autocast. TorchScript has no such query: call it under
+    ``if not torch.jit.is_scripting():``.
+    """
+    if isinstance(t, torch.fx.Proxy):
+        return ""
+    dev = t.device.type
+    return dev if torch.is_autocast_enabled(dev) else ""
 
 
 def check_input(x: torch.Tensor, channels: int, name: str, max_spatial: int = 3) -> None:

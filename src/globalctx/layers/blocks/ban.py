@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..helpers import check_input, rd_width, zero_layer
+from ..helpers import autocast_device, check_input, rd_width, zero_layer
 from ..parts.base import check_init
 from ..registry import register_block
 
@@ -103,6 +103,8 @@ class BilinearAttention(nn.Module):
     context -> transform -> fusion blocks its gate varies over positions, so it is its own module;
     its pieces (:class:`PointwiseConvBNReLU`, :class:`BilinearFeatures`) are reusable.
     ``GAP(b)`` is computed as ``Utri(v v^T) / L`` with one GEMM (same value, no extra pass).
+    Under autocast everything after ``phi`` (the bilinear products, both maps, the gate) runs in
+    fp32: the products are quadratic in the activations and overflow fp16.
 
     At init the gate is ``sigmoid(>= 0)``, in ``[0.5, 1)``: not an identity.
     ``identity_init=True`` zero-initialises the outer map's BN and uses the gate ``2 sigmoid``, so
@@ -152,8 +154,18 @@ class BilinearAttention(nn.Module):
             m.reset_parameters()
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """The attention map ``sigmoid(w * o)`` as ``[N, C, L]``."""
+        """The attention map ``sigmoid(w * o)`` as ``[N, C, L]`` (fp32 under autocast)."""
         v = self.reduce(x.flatten(2))  # [N, m, L]
+        if not torch.jit.is_scripting():
+            dev = autocast_device(v)
+            if dev != "":
+                # products v_a v_b are quadratic in the activations (1e3 -> 1e6, past fp16's
+                # range): the bilinear features, both maps and the gate run in fp32
+                with torch.autocast(device_type=dev, enabled=False):
+                    return self._second_order_gate(v.float())
+        return self._second_order_gate(v)
+
+    def _second_order_gate(self, v: torch.Tensor) -> torch.Tensor:
         w = self.inner(self.bilinear.pooled(v).unsqueeze(-1))  # [N, P, 1] -> [N, C, 1]
         o = self.outer(self.bilinear(v))  # [N, P, L] -> [N, C, L]
         g = torch.sigmoid(w * o)
@@ -161,7 +173,7 @@ class BilinearAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, "ban")
-        return x * self.gate(x).reshape(x.shape)  # [N, C, L] -> [N, C, *S]
+        return x * self.gate(x).reshape(x.shape).to(x.dtype)  # [N, C, L] -> [N, C, *S]
 
     def extra_repr(self) -> str:
         return f"{self.channels}, rd_channels={self.rd_channels}, identity_init={self.identity_init}"

@@ -10,15 +10,52 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.fx
 from torch import nn
 
-from ..helpers import check_input
+from ..helpers import autocast_device, check_input, wide_dtype
 from ..parts.base import GlobalContextBlock, Part, init_flags
 from ..parts.fusion import ResidualGateFusion
 from ..parts.transform import LinearTransform
 from ..registry import register_block
 
-__all__ = ["EncModule", "Encoding", "EncodingPool", "enc_block"]
+__all__ = ["EncModule", "Encoding", "EncodingPool", "enc_block", "encode"]
+
+
+def _encode(x: torch.Tensor, codewords: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``e_k = sum_i softmax_k(s_k ||x_i - d_k||^2) (x_i - d_k)`` for ``x [N, D, L]``, all in one dtype."""
+    n = x.shape[0]
+    x2 = torch.linalg.vector_norm(x, 2, dim=1, keepdim=True).square()  # [N, 1, L]
+    xd = torch.bmm(codewords.expand(n, -1, -1), x)  # [N, K, D] @ [N, D, L] -> [N, K, L]
+    dist = x2 - 2.0 * xd + (codewords * codewords).sum(-1).view(1, -1, 1)  # [N, K, L]
+    a = torch.softmax(dist * scale.view(1, -1, 1), dim=1)  # [N, K, L]
+    e = torch.bmm(a, x.transpose(1, 2))  # [N, K, L] @ [N, L, D] -> [N, K, D]
+    return e - a.sum(-1).unsqueeze(-1) * codewords  # [N, K, D]
+
+
+def encode(x: torch.Tensor, codewords: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The residual encoding of ``x [N, D, *S]`` with ``codewords [K, D]`` and smoothing ``scale [K]``.
+
+    Distances, soft assignments and sums run in fp32 for fp16/bf16 and in the input dtype
+    otherwise (fp64 stays fp64, as the official layer, which has no cast). Without autocast the
+    result has the input dtype; under autocast it stays fp32 (its sums over positions reach
+    ``L |x|`` and would overflow fp16).
+
+    Shape:
+        - Input: ``[N, D, *S]``, ``[K, D]``, ``[K]``
+        - Output: ``[N, K, D]``
+    """
+    x = x.flatten(2)  # [N, D, L]
+    if not torch.jit.is_scripting():
+        dev = autocast_device(x)
+        if dev != "":
+            with torch.autocast(device_type=dev, enabled=False):
+                return _encode(x.float(), codewords.float(), scale.float())  # [N, K, D] in fp32
+    dt = wide_dtype(x)
+    return _encode(x.to(dt), codewords.to(dt), scale.to(dt)).to(x.dtype)  # [N, K, D]
+
+
+torch.fx.wrap("encode")  # dtype / autocast branches: one node under symbolic tracing
 
 
 class Encoding(Part):
@@ -28,7 +65,8 @@ class Encoding(Part):
     ``encoding.nn.Encoding`` the smoothing factors are stored with their sign (``s_k`` initialised
     uniform in ``[-1, 0]``, so ``s_k = -beta_k`` of the paper) and codewords uniform in
     ``+-1/sqrt(K D)``. No CUDA extension: distances are ``|x|^2 - 2 x.d + |d|^2`` (one GEMM) and
-    the aggregation ``A^T X - (sum_i A) d`` (one more); the softmax runs in fp32.
+    the aggregation ``A^T X - (sum_i A) d`` (one more), in fp32 for fp16/bf16 inputs and under
+    autocast, in the input dtype otherwise (see :func:`encode`).
 
     Args:
         channels: ``D``.
@@ -57,15 +95,7 @@ class Encoding(Part):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # channel-major [N, D, L] throughout: every GEMM reads x in place, no transposed copy
-        x = x.flatten(2)  # [N, D, L]
-        n = x.shape[0]
-        d = self.codewords.to(x.dtype)  # [K, D]
-        x2 = torch.linalg.vector_norm(x, 2, dim=1, keepdim=True).square()  # [N, 1, L]
-        xd = torch.bmm(d.expand(n, -1, -1), x)  # [N, K, D] @ [N, D, L] -> [N, K, L]
-        dist = x2 - 2.0 * xd + (d * d).sum(-1).view(1, -1, 1)  # [N, K, L]
-        a = torch.softmax((dist * self.scale.to(x.dtype).view(1, -1, 1)).float(), dim=1).to(x.dtype)  # [N, K, L]
-        e = torch.bmm(a, x.transpose(1, 2))  # [N, K, L] @ [N, L, D] -> [N, K, D]
-        return e - a.sum(-1).unsqueeze(-1) * d  # [N, K, D]
+        return encode(x, self.codewords, self.scale)  # [N, K, D]
 
     def extra_repr(self) -> str:
         return f"{self.channels}, num_codes={self.num_codes}"
@@ -144,13 +174,26 @@ class EncModule(GlobalContextBlock):
         if self.se_head is not None:
             self.se_head.reset_parameters()
 
+    def _transform(self, e: torch.Tensor) -> torch.Tensor:
+        """``transform(e)``; under autocast in fp32 (``e`` sums codeword residuals over positions)."""
+        if not torch.jit.is_scripting():
+            dev = autocast_device(e)
+            if dev != "":
+                with torch.autocast(device_type=dev, enabled=False):
+                    return self.transform(e.float())
+        return self.transform(e)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.channels, self.name)
+        return self.fusion(x, self._transform(self.context(x)))
+
     def forward_se(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(y, se_logits)``; raises ``ValueError`` when built without ``num_classes``."""
         if self.se_head is None:
             raise ValueError("enc: forward_se needs a SE-loss head; build with num_classes=<int>")
         check_input(x, self.channels, self.name)
         e = self.context(x)  # [N, C]
-        return self.fusion(x, self.transform(e)), self.se_head(e)
+        return self.fusion(x, self._transform(e)), self.se_head(e)
 
 
 @register_block("enc")

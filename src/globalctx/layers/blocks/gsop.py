@@ -13,13 +13,13 @@ import torch
 import torch.fx
 from torch import nn
 
-from ..helpers import zero_layer
+from ..helpers import autocast_device, zero_layer
 from ..parts.base import GlobalContextBlock, Part, init_flags
 from ..parts.covariance import covariance_pool
 from ..parts.fusion import ScaleFusion
 from ..registry import register_block
 
-__all__ = ["GSoPPool", "RowConvTransform", "gsop_block", "stride_positions"]
+__all__ = ["GSoPPool", "RowConvTransform", "gsop_block", "gsop_covariance", "stride_positions"]
 
 
 def stride_positions(x: torch.Tensor, stride: int) -> torch.Tensor:
@@ -27,9 +27,16 @@ def stride_positions(x: torch.Tensor, stride: int) -> torch.Tensor:
     return x[(slice(None), slice(None)) + (slice(None, None, stride),) * (x.dim() - 2)]
 
 
+def gsop_covariance(r: torch.Tensor) -> torch.Tensor:
+    """:func:`covariance_pool` of ``r [N, d, L]``: in ``r``'s dtype, but kept in fp32 under autocast
+    (a covariance is quadratic in the activations and overflows fp16)."""
+    cov = covariance_pool(r)  # [N, d, d], fp32 / fp64
+    return cov if autocast_device(r) != "" else cov.to(r.dtype)
+
+
 # shape- and autocast-dependent helpers: one node each under symbolic tracing
 torch.fx.wrap("stride_positions")
-torch.fx.wrap("covariance_pool")
+torch.fx.wrap("gsop_covariance")
 
 
 class GSoPPool(Part):
@@ -47,7 +54,8 @@ class GSoPPool(Part):
 
     Shape:
         - Input: ``[N, C, *S]``
-        - Output: ``[N, d, d]`` (computed in fp32 / fp64, returned in the dtype of the BN output)
+        - Output: ``[N, d, d]`` (computed in fp32 / fp64, returned in the dtype of the BN output;
+          fp32 under autocast)
     """
 
     def __init__(self, channels: int, cov_channels: int = 128, *, stride: int = 1, device=None, dtype=None):
@@ -75,7 +83,7 @@ class GSoPPool(Part):
         w = self.reduce.weight.expand(x.shape[0], -1, -1)  # [N, d, C] (stride-0 batch, no copy)
         r = torch.baddbmm(self.reduce.bias.view(1, -1, 1), w, x)  # [N, d, C] @ [N, C, L] -> [N, d, L]
         r = self.act(self.bn(r))  # [N, d, L]
-        return covariance_pool(r).to(r.dtype)  # [N, d, d]
+        return gsop_covariance(r)  # [N, d, d]
 
     def extra_repr(self) -> str:
         return f"{self.channels}, cov_channels={self.cov_channels}, stride={self.stride}"
@@ -133,12 +141,20 @@ class RowConvTransform(Part):
         if self.zero_last:
             zero_layer(self.fc)
 
-    def forward(self, cov: torch.Tensor) -> torch.Tensor:
+    def _rows(self, cov: torch.Tensor) -> torch.Tensor:
         n, d = cov.shape[0], self.cov_channels
         cov = self.row_bn(cov)  # [N, d, d], BN over rows (channel = row index)
         w = self.weight.view(d, 4, d)  # [d (row), 4, d]
         r = torch.einsum("nik,ijk->nij", cov, w).reshape(n, 4 * d) + self.bias  # [N, 4d]
         return self.fc(r)  # [N, C]
+
+    def forward(self, cov: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():
+            dev = autocast_device(cov)
+            if dev != "":  # the covariance entries are quadratic in the activations: stay in fp32
+                with torch.autocast(device_type=dev, enabled=False):
+                    return self._rows(cov.float())
+        return self._rows(cov)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, cov_channels={self.cov_channels}"
@@ -161,7 +177,8 @@ def gsop_block(
     ReLU, 1x1 conv ``C -> 128`` (bias) + BN + ReLU, covariance ``[128, 128]``, row-BN, row-wise
     conv (``4 x 128`` per row, bias), 1x1 conv ``512 -> C`` (bias), sigmoid, ``y = x * s`` (no
     activation between the row-wise conv and the expanding conv, as the official ``chan_att``).
-    ``641 C + 66,688`` parameters (230,784 at C=256). Covariance in fp32.
+    ``641 C + 66,688`` parameters (230,784 at C=256). Covariance in fp32; under autocast the
+    transform of the covariance too.
 
     ``init="paper"``: gate ``sigmoid`` of a random projection (official init), not an identity.
     ``init="identity"``: last FC zeroed and gate ``2 * sigmoid``, exactly ``x``.

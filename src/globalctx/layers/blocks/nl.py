@@ -213,7 +213,11 @@ class NonLocal(nn.Module):
             q, k, v = F.linear(positions(x), w, b).split(self.rd_channels, dim=-1)  # [N, L, C_r] each
         if self.pairwise == "concatenation":
             w_theta, w_phi = self.concat_project.weight.split(self.rd_channels, dim=1)  # [1, C_r] each
-            return F.linear(q, w_theta).squeeze(-1), F.linear(k, w_phi).squeeze(-1), v  # [N, L], [N, L_k]
+            # the logits a_i + b_j in fp32 under fp16/bf16: w^T theta can pass fp16's range
+            with torch.autocast(device_type=q.device.type, enabled=False):
+                a = F.linear(attn.fp32(q), attn.fp32(w_theta)).squeeze(-1)  # [N, L]
+                b = F.linear(attn.fp32(k), attn.fp32(w_phi)).squeeze(-1)  # [N, L_k]
+            return a, b, v
         return q, k, v
 
     # -- public API -------------------------------------------------------------------------

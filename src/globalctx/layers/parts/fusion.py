@@ -166,7 +166,9 @@ class ResidualGateFusion(Part):
         if self.identity_init:
             g = 2.0 * g - 1.0
         y = x + x * broadcast_channels(g.to(x.dtype), x)
-        return torch.relu(y) if self.final_relu else y
+        # ReLU as a select: relu's backward reads its output, which a host's in-place
+        # `out += identity` would modify; NaN propagates as with relu
+        return torch.where(y <= 0, 0.0, y) if self.final_relu else y
 
     def extra_repr(self) -> str:
         return f"identity_init={self.identity_init}, final_relu={self.final_relu}"

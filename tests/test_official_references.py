@@ -318,9 +318,8 @@ def test_eca_block_matches_official(k):
         _close(ours(x), ref(x))
 
 
-@pytest.mark.xfail(strict=True, reason="eca_kernel_size's docstring attributes the paper's rule to the official code")
 def test_eca_kernel_rule_not_attributed_to_official_code():
-    from globalctx.layers.transform_extra import eca_kernel_size
+    from globalctx.layers.blocks.eca import eca_kernel_size
 
     doc = " ".join((eca_kernel_size.__doc__ or "").split()).lower()
     assert "as the official code" not in doc

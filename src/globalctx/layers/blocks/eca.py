@@ -20,11 +20,12 @@ __all__ = ["ChannelConv1d", "eca_block", "eca_kernel_size"]
 
 
 def eca_kernel_size(channels: int, gamma: float = 2.0, beta: float = 1.0) -> int:
-    """ECA-Net's adaptive kernel size ``k = |log2(C) / gamma + beta / gamma|_odd``.
+    """The paper's adaptive kernel size ``k = |log2(C) / gamma + beta / gamma|_odd`` (ECA-Net, Eq. 12).
 
-    Written as the official code: ``t = int(abs((log2(C) + beta) / gamma))``, then ``t + 1`` if
-    ``t`` is even. ``C = 64, 128, 256, 512, 1024, 2048`` give ``3, 5, 5, 5, 5, 7``. Note that the
-    released ECA-Net50 used ``k = [3, 5, 5, 7]`` per stage (not this rule).
+    Computed here as ``t = int(abs((log2(C) + beta) / gamma))``, then ``t + 1`` if ``t`` is even.
+    ``C = 64, 128, 256, 512, 1024, 2048`` give ``3, 5, 5, 5, 5, 7``. The official repository
+    (BangguWu/ECANet) has no code for this rule: its models take one fixed ``k`` per stage from
+    the caller, and the released ECA-Net50 was trained with ``k = 3, 5, 5, 7``.
     """
     if channels < 1:
         raise ValueError(f"eca: channels must be >= 1, got {channels}")

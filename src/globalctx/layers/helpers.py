@@ -20,6 +20,7 @@ __all__ = [
     "fp32_softmax_input",
     "wide_dtype",
     "autocast_device",
+    "check_eps",
 ]
 
 
@@ -104,6 +105,15 @@ def autocast_device(t: torch.Tensor) -> str:
         return ""
     dev = t.device.type
     return dev if torch.is_autocast_enabled(dev) else ""
+
+
+def check_eps(name: str, eps: float) -> float:
+    """``eps`` as a float when it is a finite number ``> 0``; otherwise ``ValueError`` naming the block."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and eps > 0):
+        raise ValueError(
+            f"{name}: eps must be a finite number > 0 (a constant input would give 0/0), got {eps!r}; use e.g. eps=1e-5"
+        )
+    return float(eps)
 
 
 def check_input(x: torch.Tensor, channels: int, name: str, max_spatial: int = 3) -> None:

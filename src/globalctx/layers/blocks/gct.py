@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..helpers import check_eps
 from ..parts.base import GlobalContextBlock, Part, check_init
 from ..parts.fusion import TanhGateFusion
 from ..registry import register_block
@@ -27,7 +28,7 @@ class NormEmbed(Part):
 
     Args:
         mode: ``'l2'`` or ``'l1'``. Default: ``'l2'``.
-        eps: Default: ``1e-5``.
+        eps: must be ``> 0``. Default: ``1e-5``.
         after_relu: input is known non-negative (skip ``abs`` in L1). Default: ``False``.
 
     Shape:
@@ -40,7 +41,7 @@ class NormEmbed(Part):
         if mode not in GCT_MODES:
             raise ValueError(f"gct: mode must be one of {GCT_MODES}, got {mode!r}")
         self.mode = mode
-        self.eps = eps
+        self.eps = check_eps("gct", eps)
         self.after_relu = after_relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -66,7 +67,7 @@ class GCTTransform(Part):
     Args:
         channels: ``C``.
         mode: ``'l2'`` or ``'l1'``. Default: ``'l2'``.
-        eps: Default: ``1e-5``.
+        eps: must be ``> 0`` (``0`` gives ``0/0`` for a zero embedding). Default: ``1e-5``.
 
     Shape:
         - Input: ``[N, C]`` (the norm embedding ``s``)
@@ -80,7 +81,7 @@ class GCTTransform(Part):
         dd = {"device": device, "dtype": dtype}
         self.channels = channels
         self.mode = mode
-        self.eps = eps
+        self.eps = check_eps("gct", eps)
         self.alpha = nn.Parameter(torch.empty(channels, **dd))
         self.gamma = nn.Parameter(torch.empty(channels, **dd))
         self.beta = nn.Parameter(torch.empty(channels, **dd))
@@ -122,7 +123,7 @@ def gct_block(
 
     ``s = ||x_c||_2`` (or L1), ``e = alpha s``, ``t = gamma e / sqrt(mean_C e^2 + eps) + beta``,
     ``y = x (1 + tanh(t))``. ``3 C`` parameters (768 at C=256). ``no_weight_decay()`` returns
-    ``{'transform.beta'}`` (paper setting). An unknown ``mode`` raises ``ValueError``.
+    ``{'transform.beta'}`` (paper setting). An unknown ``mode`` or ``eps <= 0`` raises ``ValueError``.
 
     ``init``: ``"paper"`` and ``"identity"`` are the same (``gamma = beta = 0``): gate exactly 1,
     the block is the identity.

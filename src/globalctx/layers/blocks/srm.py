@@ -11,6 +11,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
+from ..helpers import check_eps
 from ..parts.base import GlobalContextBlock, Part, init_flags
 from ..parts.fusion import ScaleFusion
 from ..registry import register_block
@@ -23,11 +24,14 @@ def style_pool(x: torch.Tensor, eps: float) -> torch.Tensor:
     x = x.flatten(2)  # [N, C, L]
     n = x.shape[-1]
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    # two streaming reads (sum and sum of squares, accumulated in fp32 / fp64) instead of
-    # torch.var_mean, whose Welford kernel is ~6x slower than a sum on CPU
-    mean = x.mean(-1, dtype=acc)  # [N, C]
-    sq = torch.linalg.vector_norm(x, 2, dim=-1, dtype=acc).square()  # [N, C]
-    var = (sq - n * mean.square()).clamp_min(0.0) / (n - 1 if n > 1 else 1)
+    # corrected two-pass algorithm (Chan, Golub & LeVeque 1983): deviations from a first mean,
+    # then the first mean's own rounding error removed; stable for any |mean| / std
+    m0 = x.mean(-1, keepdim=True, dtype=acc)  # [N, C, 1]
+    d = x - m0  # [N, C, L] in fp32 / fp64
+    s1 = d.sum(-1)  # [N, C]
+    s2 = torch.linalg.vector_norm(d, 2, dim=-1).square()  # [N, C]
+    mean = m0.squeeze(-1) + s1 / n
+    var = (s2 - s1 * s1 / n).clamp_min(0.0) / (n - 1 if n > 1 else 1)
     std = (var + eps).sqrt()
     return torch.stack((mean, std), dim=-1).to(x.dtype)  # [N, C, 2]
 
@@ -42,12 +46,14 @@ class StylePool(Part):
     ``eps = 1e-5`` (official). With a single position (``L = 1``) the unbiased variance is
     undefined (0/0); the biased one (0) is used instead, so ``sigma = sqrt(eps)`` (no NaN).
 
-    The variance is ``(sum x^2 - L mu^2) / (L - 1)`` from two streaming passes accumulated in
-    fp32 (fp64 for fp64 input), clamped at 0. Its relative error grows like
-    ``2^-24 (mu / sigma)^2``: negligible for normalised features (``|mu| <~ 10 sigma``).
+    The variance is computed by the corrected two-pass algorithm in fp32 (fp64 for fp64 input):
+    deviations ``d = x - m`` from a first mean ``m``, then ``(sum d^2 - (sum d)^2 / L) / (L - 1)``,
+    which is accurate whatever ``|mu| / sigma`` (a one-pass ``sum x^2 - L mu^2`` loses every digit
+    for a mean 1e6 times the standard deviation).
 
     Args:
-        eps: Default: ``1e-5``.
+        eps: added to the variance (official: ``sqrt(var + eps)``); must be ``> 0``, or a constant
+            input gives a zero standard deviation and NaN gradients. Default: ``1e-5``.
 
     Shape:
         - Input: ``[N, C, *S]``
@@ -56,7 +62,7 @@ class StylePool(Part):
 
     def __init__(self, *, eps: float = 1e-5):
         super().__init__()
-        self.eps = eps
+        self.eps = check_eps("srm", eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return style_pool(x, self.eps)  # [N, C, 2]
@@ -159,7 +165,8 @@ def srm_block(
     its input. ``init="identity"``: gate ``2 sigmoid``, exactly ``x``. ``zero_init_last`` /
     ``identity_init``: legacy overrides.
     Edge cases: batch size 1 in train mode normalises with the BN running statistics (no error,
-    statistics not updated); a 1-position input uses ``sigma = sqrt(eps)`` (no NaN).
+    statistics not updated); a 1-position input uses ``sigma = sqrt(eps)`` (no NaN); ``eps <= 0``
+    raises ``ValueError``.
     """
     zero_last, gate = init_flags(
         "srm", init, paper_zero_last=True, zero_init_last=zero_init_last, identity_init=identity_init

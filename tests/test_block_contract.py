@@ -183,3 +183,30 @@ def test_autocast_large_activations_finite(name, scale, amp_dtype):
         assert finite.all(), f"{name}: the float64 result itself is not finite"
         bad = (~torch.isfinite(y) & finite).sum().item()
         assert bad == 0, f"{name} ({'train' if train else 'eval'}): {bad} non-finite outputs under {amp_dtype} autocast"
+
+
+@pytest.mark.parametrize("name", BLOCKS)
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_empty_batch_gives_empty_output(name, train):
+    blk = build(name).train(train)
+    x = torch.randn(0, C, 8, 8)
+    with torch.no_grad():
+        y = blk(x)
+    assert y.shape == x.shape
+
+
+@pytest.mark.parametrize("name", BLOCKS)
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_channels_last_kept(name, train):
+    blk = perturb(build(name)).train(train)
+    x = torch.randn(2, C, 6, 8)
+    cases = [(x, torch.channels_last)]
+    if 3 in dims_of(name):
+        cases.append((torch.randn(2, C, 3, 4, 6), torch.channels_last_3d))
+    for xc, fmt in cases:
+        xl = xc.contiguous(memory_format=fmt)
+        with torch.no_grad():
+            y, expected = blk(xl), blk(xc)
+        kept = y.is_contiguous(memory_format=fmt) and not y.is_contiguous()
+        assert kept, f"{name}: {fmt} input, output strides {y.stride()}"
+        torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)

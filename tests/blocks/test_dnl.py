@@ -256,3 +256,21 @@ def test_torch_compile_matches_eager():
     x = torch.randn(SHAPES[2])
     with torch.no_grad():
         torch.testing.assert_close(torch.compile(m, backend="aot_eager", fullgraph=True)(x), m(x))
+
+
+def test_double_backward_default_backend_names_the_fix():
+    m = DisentangledNonLocal(8, zero_init_last=False).double()
+    with torch.no_grad():
+        m.gamma.fill_(0.5)
+    x = torch.randn(2, 8, 4, 4, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"create_graph=True.*backend='chunked'"):
+        (g,) = torch.autograd.grad(m(x).square().sum(), x, create_graph=True)
+        g.square().sum().backward()
+
+
+def test_double_backward_chunked():
+    m = DisentangledNonLocal(8, zero_init_last=False, backend="chunked", chunk_size=5).double()
+    with torch.no_grad():
+        m.gamma.fill_(0.5)
+    x = torch.randn(2, 8, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(m, (x,), fast_mode=True)

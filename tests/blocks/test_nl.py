@@ -323,3 +323,30 @@ def test_autocast_concatenation_projection_in_fp32(backend, amp_dtype):
     with torch.no_grad():
         expected = m.double()(x.double())
     assert torch.isfinite(expected).all() and torch.isfinite(y).all()
+
+
+def _grad_of_grad(block, x):
+    (g,) = torch.autograd.grad(block(x).square().sum(), x, create_graph=True)
+    g.square().sum().backward()
+    return x.grad
+
+
+@pytest.mark.parametrize("pw", ["embedded_gaussian", "gaussian"])
+def test_double_backward_default_backend_names_the_fix(pw):
+    m = NonLocal(8, pairwise=pw, zero_init_last=False).double()
+    assert m.backend == "sdpa"
+    x = torch.randn(2, 8, 4, 4, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"create_graph=True.*backend='chunked'") as err:
+        _grad_of_grad(m, x)
+    assert "\n" not in str(err.value)
+    # first-order gradients on the default backend are unaffected
+    m(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("backend", ["chunked", "reference"])
+@pytest.mark.parametrize("pw", ["embedded_gaussian", "gaussian"])
+def test_double_backward_chunked_and_reference(pw, backend):
+    m = NonLocal(8, pairwise=pw, zero_init_last=False, backend=backend).double()
+    x = torch.randn(2, 8, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(m, (x,), fast_mode=True)

@@ -20,7 +20,9 @@ form               ``y_i``                                     backends (``auto`
   (``aten::_scaled_dot_product_flash_attention_for_cpu``: O(L) memory, fp32 softmax statistics
   for fp16/bf16 inputs). The CPU flash kernel also needs ``d == d_v``: the narrower side is
   zero-padded (zero columns of ``q``/``k`` leave the logits unchanged; zero columns of ``v`` are
-  cut off the output).
+  cut off the output). The fused kernels have no double backward: a backward with
+  ``create_graph=True`` through this backend raises one line naming ``backend='chunked'``
+  (which, like ``reference``, supports higher-order gradients).
 - ``linear``: dot product by associativity, ``q @ (k^T v) / L_k``: O(L d d_v) time and
   O(d d_v) extra memory. Concatenation by sorting: ``ReLU(a_i + b_j)`` is ``a_i + b_j`` for
   ``b_j > -a_i`` and 0 otherwise, so with the keys sorted by ``b``,
@@ -46,12 +48,14 @@ concatenation forms return fp32, since their un-normalised sums can exceed the f
 from __future__ import annotations
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "BACKENDS",
+    "SDPA_DOUBLE_BACKWARD",
     "CHUNK_ELEMENTS",
     "FORMS",
     "resolve_backend",
@@ -167,13 +171,50 @@ def _pad_last(t: torch.Tensor, width: int) -> torch.Tensor:
     return t if t.shape[-1] == width else F.pad(t, (0, width - t.shape[-1]))
 
 
+#: the one-line refusal of a double backward through the fused kernel
+SDPA_DOUBLE_BACKWARD = (
+    "backend 'sdpa' (the fused attention kernel, the default) has no higher-order gradients "
+    "(backward with create_graph=True); build the block with backend='chunked' to differentiate twice"
+)
+
+
+class _FirstOrderOnly(torch.autograd.Function):
+    """Identity on the fused kernel's output whose backward refuses ``create_graph=True``.
+
+    The fused SDPA kernels have no double backward; without this the error comes later, from
+    inside the kernel's derivative, without naming a fix.
+    """
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor) -> torch.Tensor:
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():  # create_graph=True: higher-order gradients requested
+            raise RuntimeError(SDPA_DOUBLE_BACKWARD)
+        return grad
+
+
+def _guard_first_order(y: torch.Tensor) -> torch.Tensor:
+    if (
+        not torch.is_grad_enabled()
+        or isinstance(y, torch.fx.Proxy)
+        or not y.requires_grad
+        or torch.compiler.is_compiling()
+        or torch.jit.is_tracing()
+    ):
+        return y
+    return _FirstOrderOnly.apply(y)
+
+
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
     dv = v.shape[-1]
     width = max(q.shape[-1], dv)
     # [N, 1, L, w]: 4-D, last-dim stride 1 (the CPU flash kernel's requirements), d == d_v
     q4, k4, v4 = (_pad_last(t if t.stride(-1) == 1 else t.contiguous(), width).unsqueeze(1) for t in (q, k, v))
     y = F.scaled_dot_product_attention(q4, k4, v4, scale=scale)  # [N, 1, L, w]
-    return y.squeeze(1)[..., :dv]  # [N, L, d_v]
+    return _guard_first_order(y.squeeze(1)[..., :dv])  # [N, L, d_v]
 
 
 def softmax_attention(

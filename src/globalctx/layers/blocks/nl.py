@@ -278,7 +278,13 @@ class NonLocal(nn.Module):
                 )
                 shift = -bn.running_mean * s + (bn.bias if bn.affine else 0)
                 w, b = w * s.unsqueeze(-1), shift if b is None else b * s + shift
-            z = torch.baddbmm(x.reshape(n, c, -1), w.expand(n, -1, -1), y.transpose(1, 2))  # [N, C, L]
+            xf = x.flatten(2)  # [N, C, L], a view of contiguous and channels-last inputs (any N, 0 too)
+            if xf.stride(1) == 1 and c > 1:  # channels-last: positions-major GEMM, the output keeps it
+                z = torch.baddbmm(xf.transpose(1, 2), y, w.t().expand(n, -1, -1))  # [N, L, C_r] @ [N, C_r, C]
+                if b is not None:
+                    z.add_(b)
+                return z.transpose(1, 2).view(x.shape)  # [N, L, C] -> [N, C, *S], channels-last strides
+            z = torch.baddbmm(xf, w.expand(n, -1, -1), y.transpose(1, 2))  # [N, C, L]
             if b is not None:
                 z.add_(b.unsqueeze(-1))
             return z.view(x.shape)  # [N, C, *S]

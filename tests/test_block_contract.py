@@ -210,3 +210,22 @@ def test_channels_last_kept(name, train):
         kept = y.is_contiguous(memory_format=fmt) and not y.is_contiguous()
         assert kept, f"{name}: {fmt} input, output strides {y.stride()}"
         torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("amp_dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("name", ["gc", "snl", "dnl"])
+def test_autocast_attention_pooling_logits_in_fp32(name, amp_dtype):
+    # the pooling logits w . x_j are a dot product over C: activations of 1e4 and ||w|| = 3 give
+    # logits past fp16's range (inf - inf = NaN in the softmax) unless computed in fp32
+    blk = globalctx.create_block(name, 64, init="paper", zero_init_last=False).eval()
+    mask = blk.unary.conv_mask if name == "dnl" else blk.context.conv_mask
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        mask.weight.copy_(torch.randn(mask.weight.shape, generator=g) * 3 / 64**0.5)
+    x = torch.randn(2, 64, 14, 14, generator=g) * 1e4
+    with torch.no_grad():
+        expected = blk.double()(x.double())
+        blk.float()
+        with torch.autocast("cpu", dtype=amp_dtype):
+            y = blk(x)
+    assert torch.isfinite(expected).all() and torch.isfinite(y).all()

@@ -11,7 +11,7 @@ import torch
 import torch.fx
 from torch import nn
 
-from ..helpers import fp32_softmax_input
+from ..helpers import autocast_device, fp32_softmax_input
 from .base import Part
 
 __all__ = ["AvgPool", "AttnPool"]
@@ -75,9 +75,17 @@ class AttnPool(Part):
         # x: [N, C, L] -> [N, 1, L]
         w = self.conv_mask.weight.unsqueeze(0).expand(x.shape[0], 1, x.shape[1])  # [N, 1, C], no copy
         # batched GEMV; a broadcast matmul [1, C] @ [N, C, L] is ~8x slower on CPU
-        logits = torch.bmm(w, x) + self.conv_mask.bias.view(1, 1, 1)  # [N, 1, L]
+        logits = self._logits(w, x)  # [N, 1, L]
         logits = fp32_softmax_input(logits)  # softmax statistics in fp32: no overflow in low precision
         return self.softmax(logits).to(x.dtype)  # [N, 1, L]
+
+    def _logits(self, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():
+            dev = autocast_device(x)
+            if dev != "":  # under autocast in fp32: a dot product over C can pass fp16's range
+                with torch.autocast(device_type=dev, enabled=False):
+                    return torch.bmm(w.float(), x.float()) + self.conv_mask.bias.float().view(1, 1, 1)
+        return torch.bmm(w, x) + self.conv_mask.bias.view(1, 1, 1)  # [N, 1, C] @ [N, C, L] -> [N, 1, L]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(2)  # [N, C, L]

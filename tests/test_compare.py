@@ -23,8 +23,8 @@ TINY = ["--subset", "256", "--val-subset", "300", "--epochs", "1", "--base-width
         "--no-latency", "--no-progress"]  # fmt: skip
 
 
-def _argv(out, *extra):
-    return ["compare", "--variants", "none,gc", "--seeds", "2", *TINY, "--out", str(out), *extra]
+def _argv(out, *extra, variants="none,gc"):
+    return ["compare", "--variants", variants, "--seeds", "2", *TINY, "--out", str(out), *extra]
 
 
 def _results(out):
@@ -108,20 +108,20 @@ def test_resume_after_interruption_trains_only_the_rest_and_equals_uninterrupted
 def test_a_failing_run_keeps_the_others_and_is_reported(fmnist, tmp_path, monkeypatch, capsys):
     real_fit = RUN.fit
 
-    def fails_for_gc_seed1(cfg, **kw):
-        if cfg.out.endswith("gc/seed1"):
+    def fails_for_se_seed1(cfg, **kw):
+        if cfg.out.endswith("se/seed1"):
             raise RuntimeError("disk full")
         return real_fit(cfg, **kw)
 
-    monkeypatch.setattr(RUN, "fit", fails_for_gc_seed1)
+    monkeypatch.setattr(RUN, "fit", fails_for_se_seed1)
     out = tmp_path / "cmp"
-    assert main(_argv(out)) == 1
+    assert main(_argv(out, variants="none,se")) == 1
     report = (out / "report.md").read_text()
-    assert "## Failed runs" in report and "`gc`, seed 1: RuntimeError: disk full" in report
-    assert len(_results(out)) == 3
+    assert "## Failed runs" in report and "`se`, seed 1: RuntimeError: disk full" in report
+    assert len(_results(out)) == 3 and "| SE | `se` | 1 |" in report  # the table says se has one seed
     monkeypatch.setattr(RUN, "fit", real_fit)
     capsys.readouterr()
-    assert main(_argv(out)) == 0
+    assert main(_argv(out, variants="none,se")) == 0
     assert "3 finished already, 1 to train" in capsys.readouterr().err and len(_results(out)) == 4
 
 

@@ -37,8 +37,9 @@ class VariantCost:
     eval_batch: int
 
 
-def measure_variant(cfg: TrainConfig, image_shape: tuple[int, ...], num_classes: int, *, steps: int = 3) -> VariantCost:
-    """Median time of ``steps`` training steps and evaluation batches of ``cfg``'s model.
+def measure_variant(cfg: TrainConfig, image_shape: tuple[int, ...], num_classes: int, *, steps: int = 2) -> VariantCost:
+    """Median time of ``steps`` training steps (after one warm-up step) and ``steps`` evaluation
+    batches of ``cfg``'s model (the higher one of two).
 
     Shape:
         image_shape: ``(C, H, W)``; the batches are ``[batch_size, C, H, W]``.

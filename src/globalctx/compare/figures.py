@@ -50,13 +50,18 @@ def plot_curves(histories: dict[str, dict[int, list[dict]]], labels: dict[str, s
             continue
         for ax, key, scale in ((axes[0], "train_loss", 1.0), (axes[1], "train_acc", 100.0)):
             ep, mean, low, high = _band([[scale * h[key] for h in hist] for hist in by_seed.values()])
-            ax.plot(ep, mean, marker="o", color=f"C{i % 10}", label=f"{labels.get(v, v)} (n={len(by_seed)})")
-            ax.fill_between(ep, low, high, color=f"C{i % 10}", alpha=0.2, linewidth=0)
+            color = f"C{i % 10}"
+            ax.plot(ep, mean, marker="o", color=color, label=f"{labels.get(v, v)} (n={len(by_seed)})")
+            if len(ep) > 1:
+                ax.fill_between(ep, low, high, color=color, alpha=0.2, linewidth=0)
+            else:  # one epoch: the band is an error bar
+                ax.errorbar(ep, mean, yerr=[[m - lo for m, lo in zip(mean, low)], [h - m for m, h in zip(mean, high)]],
+                            color=color, capsize=4)  # fmt: skip
+            ax.set_xticks(ep)
     for ax, title in zip(axes, ("train loss", "train accuracy %")):
         ax.set_title(title + " (mean over seeds, 95% CI band)")
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -71,8 +76,9 @@ def plot_accuracy(summary: Summary, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(5.0, 0.7 * len(vs) + 2), 4.2))
     base = summary.variant(summary.baseline).interval
     if base.low is not None:
-        ax.axhspan(base.low, base.high, color="0.5", alpha=0.2, label=f"{summary.baseline} 95% CI")
-    lows = []
+        label = summary.variant(summary.baseline).label
+        ax.axhspan(base.low, base.high, color="0.5", alpha=0.2, label=f"{label} 95% CI")
+    lows, highs = [], []
     for i, v in enumerate(vs):
         iv = v.interval
         err = None if iv.half_width is None else [[iv.half_width], [iv.half_width]]
@@ -80,10 +86,11 @@ def plot_accuracy(summary: Summary, path: Path) -> Path:
         ax.errorbar(i, iv.mean, yerr=err, color="k", capsize=4, linewidth=1.2)
         ax.scatter([i] * len(v.values), v.values, color="k", s=10, zorder=3)
         lows.append(min(v.values) if iv.low is None else min(iv.low, *v.values))
+        highs.append(max(v.values) if iv.high is None else max(iv.high, *v.values))
     ax.set_xticks(range(len(vs)), [v.label for v in vs], rotation=30 if len(vs) > 4 else 0, ha="right"
                   if len(vs) > 4 else "center", fontsize=8)  # fmt: skip
-    top = max(max(v.values) for v in vs)
-    ax.set_ylim(max(0.0, min(lows) - 2.0), min(100.0, top + 1.5))
+    span = max(highs) - min(lows)
+    ax.set_ylim(max(0.0, min(lows) - 0.15 * span - 0.5), min(100.0, max(highs) + 0.1 * span + 0.5))
     n = max(v.interval.n for v in vs)
     ax.set_title(f"test top-1 % (mean of {n} seed{'s' if n != 1 else ''}, 95% CI; dots: seeds)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)

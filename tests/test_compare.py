@@ -108,20 +108,20 @@ def test_resume_after_interruption_trains_only_the_rest_and_equals_uninterrupted
 def test_a_failing_run_keeps_the_others_and_is_reported(fmnist, tmp_path, monkeypatch, capsys):
     real_fit = RUN.fit
 
-    def fails_for_se_seed1(cfg, **kw):
-        if cfg.out.endswith("se/seed1"):
+    def fails_for_eca_seed1(cfg, **kw):
+        if cfg.out.endswith("eca/seed1"):
             raise RuntimeError("disk full")
         return real_fit(cfg, **kw)
 
-    monkeypatch.setattr(RUN, "fit", fails_for_se_seed1)
+    monkeypatch.setattr(RUN, "fit", fails_for_eca_seed1)
     out = tmp_path / "cmp"
-    assert main(_argv(out, variants="none,se")) == 1
+    assert main(_argv(out, variants="none,eca")) == 1
     report = (out / "report.md").read_text()
-    assert "## Failed runs" in report and "`se`, seed 1: RuntimeError: disk full" in report
-    assert len(_results(out)) == 3 and "| SE | `se` | 1 |" in report  # the table says se has one seed
+    assert "## Failed runs" in report and "`eca`, seed 1: RuntimeError: disk full" in report
+    assert len(_results(out)) == 3 and "| ECA | `eca` | 1 |" in report  # the table says eca has one seed
     monkeypatch.setattr(RUN, "fit", real_fit)
     capsys.readouterr()
-    assert main(_argv(out, variants="none,se")) == 0
+    assert main(_argv(out, variants="none,eca")) == 0
     assert "3 finished already, 1 to train" in capsys.readouterr().err and len(_results(out)) == 4
 
 
@@ -136,6 +136,10 @@ def test_refuses_a_directory_that_is_not_this_comparison(fmnist, tmp_path, unint
     argv[argv.index("--epochs") + 1] = "2"
     assert main(argv) == 2
     assert "holds a comparison with other settings: epochs=2 (found 1)" in capsys.readouterr().err
+    # a variant that cannot be built at this width fails before anything is trained
+    assert main(_argv(tmp_path / "se8", variants="none,se")) == 2
+    assert "variant 'se' does not fit resnet18_small" in capsys.readouterr().err
+    assert not list((tmp_path / "se8").glob("*/seed0/last.state.pt"))
 
 
 def test_finished_is_decided_by_checkpoint_and_config_not_by_the_directory(tmp_path):

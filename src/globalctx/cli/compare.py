@@ -7,11 +7,11 @@ reading in words), ``results.csv`` (one row per variant and seed), ``summary.jso
 ``accuracy.png`` and ``curves.png`` into ``runs/compare-<time>/`` (or ``--out``).
 
 The default (no flags): variants none, se, gc, nl; 5 seeds (0-4); resnet18_small at base_width 16;
-a class-balanced 4,000-image training subset of Fashion-MNIST (drawn with the seed); 3 epochs
+a class-balanced 3,000-image training subset of Fashion-MNIST (drawn with the seed); 3 epochs
 (batch 64, SGD, cosine); top-1 on the full 10,000-image test set. About 10 minutes on an idle
 2-core CPU (the estimate is printed before training, a progress line after each run).
-``--preset gcnet-ablation`` / ``nl-ablation`` run the papers' ablation tables (3 seeds, same data
-budget), with the paper's figure beside each row. ``--full`` runs the real schedule (width 64, all
+``--preset gcnet-ablation`` / ``nl-ablation`` run the papers' ablation tables (3 seeds, 4,000 training
+images), with the paper's figure beside each row. ``--full`` runs the real schedule (width 64, all
 60,000 training images, 30 epochs). Any training flag overrides the default.
 
 Nothing is lost, nothing is redone: run the same command again (same ``--out``) or
@@ -59,7 +59,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "compare",
         help="train each block variant under several seeds; report intervals, paired differences, verdicts",
-        description=__doc__.format(grammar="    " + GRAMMAR.replace("\n", "\n    ")),
+        description=__doc__.format(grammar=GRAMMAR),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     c = p.add_argument_group("comparison")

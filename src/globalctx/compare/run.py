@@ -65,7 +65,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "model": "resnet18_small",
     "model_kwargs": {"base_width": 16},  # narrower widths leave se with < 1 reduced channel in stage 1
     "data": "fashion-mnist",
-    "subset": 4000,  # class-balanced, drawn with the seed
+    "subset": 3000,  # class-balanced, drawn with the seed
     "val_subset": None,  # the full 10,000-image test set: evaluation is cheap next to training
     "epochs": 3,
     "batch_size": 64,
@@ -89,11 +89,11 @@ FULL_SETTINGS: dict[str, Any] = {
     "eval_every": 30,
 }
 # each preset's default budget (training settings over DEFAULT_SETTINGS, and the number of seeds),
-# sized so that gcnet-ablation's 16 variants x 3 seeds finish in about 20-25 minutes on an idle 2-core
-# CPU (nl-ablation: 9 variants x 3 seeds, about 15-20 minutes)
+# sized so that gcnet-ablation's 16 variants x 3 seeds finish in about 20-30 minutes on an idle 2-core
+# CPU (nl-ablation: 9 variants x 3 seeds, about 15-25 minutes)
 PRESET_BUDGETS: dict[str, dict[str, Any]] = {
-    "gcnet-ablation": {"seeds": 3},
-    "nl-ablation": {"seeds": 3},
+    "gcnet-ablation": {"seeds": 3, "subset": 4000},
+    "nl-ablation": {"seeds": 3, "subset": 4000},
 }
 
 PUBLISHED_NOTE = (
@@ -296,7 +296,11 @@ def _estimate(todo: list[P.PlannedRun], log) -> dict[tuple[str, int], float]:
     per_variant: dict[str, float] = {}
     for r in todo:
         if r.variant not in per_variant:
-            cost = measure_variant(r.config, shape, classes)
+            try:
+                cost = measure_variant(r.config, shape, classes)
+            except (ValueError, TypeError) as e:  # the variant cannot be built at this width: fail before training
+                model = f"{r.config.model} {r.config.model_kwargs}"
+                raise ValueError(f"variant {r.variant!r} does not fit {model}: {e}") from None
             per_variant[r.variant] = run_seconds(cost, r.config, n_train, n_test)
     return {(r.variant, r.seed): per_variant[r.variant] for r in todo}
 

@@ -177,7 +177,8 @@ def test_presets_expand_to_the_documented_lists():
     p = argparse.ArgumentParser().add_subparsers()
     args = add_parser(p).parse_args(["--preset", "gcnet-ablation"])
     base, variants, seeds, preset, _ = _settings(args)
-    assert (variants, seeds, preset, base.subset) == (None, "3", "gcnet-ablation", C.DEFAULT_SETTINGS["subset"])
+    budget = C.PRESET_BUDGETS["gcnet-ablation"]
+    assert (variants, seeds, preset, base.subset) == (None, str(budget["seeds"]), "gcnet-ablation", budget["subset"])
 
 
 def test_seeds_and_variant_lists():

@@ -375,12 +375,11 @@ def run_compare(
     out = Path(out_dir) if out_dir else Path(out_root) / f"compare-{stamp}"
     base = base.replace(seed=seed_list[0], attn=None, out=str(out))
     manifest = _open_out(out, base, overwrite)
-    if base.threads is None:
+    if base.threads is None:  # a concrete count, recorded in compare.json, so a resumed comparison keeps it
         saved = (manifest or {}).get("base", {}).get("threads")
         threads, why = (saved, "as the runs already in this comparison") if saved else auto_threads()
-        if threads is not None:
-            base = base.replace(threads=threads)
-            log(f"using {threads} thread(s): {why}")
+        base = base.replace(threads=threads or torch.get_num_threads())
+        log(f"using {base.threads} thread(s): {why}")
     labels = {v: variant_label(v) for v in names}
     ctx = CompareContext(out, base, names, seed_list, labels, preset, skipped, started=stamp,
                          environment=_environment(base.threads or torch.get_num_threads()))  # fmt: skip

@@ -69,6 +69,8 @@ def test_reduced_compare_table_verdicts_figures_agree_with_results_csv(uninterru
     assert "![accuracy.png](accuracy.png)" in report and "![curves.png](curves.png)" in report
     assert "## Reading" in report and f"about {diff.half_width:.2f} pp" in report
     assert "same machine only" in report
+    # the main job's report carries the GCNet query-independence analysis of its GC variant
+    assert "## Analysis: query independence (GCNet Table 1)" in report and "this section failed" not in report
 
 
 def test_rerun_trains_nothing_and_rebuilds_the_report(uninterrupted, monkeypatch, capsys):

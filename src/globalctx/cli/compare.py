@@ -82,6 +82,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--out", help="comparison directory (default: runs/compare-<time>)")
     c.add_argument("--out-root", default="runs", help="parent of the default comparison directory")
     c.add_argument("--no-latency", dest="latency", action="store_false", help="skip the CPU latency column")
+    c.add_argument(
+        "--analysis",
+        choices=("all", "defaults", "none"),
+        help="attention analysis of: every variant with NL/GC/SNL/DNL blocks, only bare block names at their "
+        "default placement, or none (default: defaults for a preset, else all)",
+    )
     add_train_arguments(p, with_out=False)
     p.set_defaults(func=run)
     return p
@@ -126,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     maybe_download(args, base)
     try:
         ctx = run_compare(base, variants, seeds, out_dir=out, out_root=args.out_root, preset=preset,
-                          overwrite=args.overwrite, latency=args.latency)  # fmt: skip
+                          overwrite=args.overwrite, latency=args.latency, analysis=args.analysis)  # fmt: skip
     except CompareInterrupted as e:
         print(f"interrupted: {e}", file=sys.stderr)
         return 130

@@ -12,6 +12,7 @@ import datetime
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 from ..analysis import compare_section
 from .estimate import format_duration
@@ -25,6 +26,8 @@ __all__ = [
     "write_csv",
     "write_summary",
     "settings_section",
+    "ANALYSIS_MODES",
+    "analysis_section",
     "build_report_sections",
     "write_report",
     "format_mean",
@@ -200,6 +203,25 @@ def _failed_section(ctx) -> str:
     return "\n".join(lines)
 
 
+ANALYSIS_MODES = ("all", "defaults", "none")
+
+
+def analysis_section(ctx) -> tuple[str, str] | None:
+    """The attention analysis (:func:`globalctx.analysis.compare_section`) of the first finished
+    seed of each variant: all of them (``ctx.analysis == "all"``), only the variants that are a
+    bare block name at its paper-default placement (``"defaults"``: a preset's many variants of
+    one block would repeat the same analysis at a cost of minutes each), or none."""
+    mode = getattr(ctx, "analysis", "all")
+    if mode not in ANALYSIS_MODES:
+        raise ValueError(f"analysis={mode!r} is not valid; choose one of {', '.join(ANALYSIS_MODES)}")
+    if mode == "none":
+        return None
+    run_dirs = dict(ctx.run_dirs)
+    if mode == "defaults":
+        run_dirs = {v: d for v, d in run_dirs.items() if v.isidentifier()}
+    return compare_section(SimpleNamespace(out_dir=ctx.out_dir, base=ctx.base, run_dirs=run_dirs))
+
+
 def build_report_sections(ctx, sections: Sequence[Section] = ()) -> list[tuple[str, str]]:
     """The report as ``(title, markdown)`` pairs: settings, results table, reading, the preset's
     tables, figures, failed runs, context, the attention analysis, then ``fn(ctx)`` of every
@@ -220,7 +242,7 @@ def build_report_sections(ctx, sections: Sequence[Section] = ()) -> list[tuple[s
     if ctx.failed:
         out.append(("Failed runs", _failed_section(ctx)))
     out.append(("Context", PUBLISHED_NOTE))
-    for fn in (compare_section, *sections):
+    for fn in (analysis_section, *sections):
         try:
             sec = fn(ctx)
         except Exception as e:  # a broken section must not lose the trained results

@@ -241,6 +241,7 @@ class CompareContext:
     summary: Summary | None = None
     figures: list[str] = field(default_factory=list)
     estimate_s: float | None = None
+    analysis: str = "all"  # which variants the attention analysis covers: all, defaults, none
     wall_time_s: float = 0.0
     started: str = ""
     environment: dict[str, str] = field(default_factory=dict)
@@ -342,6 +343,7 @@ def run_compare(
     preset: str | Preset | None = None,
     overwrite: bool = False,
     latency: bool = True,
+    analysis: str | None = None,
     log: Callable[[str], None] | None = None,
     sections: Sequence[Callable[[CompareContext], tuple[str, str] | None]] = (),
 ) -> CompareContext:
@@ -354,7 +356,9 @@ def run_compare(
     ``preset`` gives the variants (and its rows in the report) when ``variants`` is ``None``.
     ``seeds``: a list, a count (from ``base.seed``) or ``None`` (:data:`DEFAULT_SEEDS`). A failing
     run is recorded in ``ctx.failed`` and the others still run; a signal stops the comparison with
-    :class:`CompareInterrupted` after the interrupted run has saved its checkpoint.
+    :class:`CompareInterrupted` after the interrupted run has saved its checkpoint. ``analysis``:
+    which variants the attention analysis covers (``"all"``, ``"defaults"``: bare block names
+    only, ``"none"``; default: ``"defaults"`` for a preset, else ``"all"``).
     """
     from .report import write_report
 
@@ -383,6 +387,7 @@ def run_compare(
     labels = {v: variant_label(v) for v in names}
     ctx = CompareContext(out, base, names, seed_list, labels, preset, skipped, started=stamp,
                          environment=_environment(base.threads or torch.get_num_threads()))  # fmt: skip
+    ctx.analysis = analysis or ("defaults" if preset is not None else "all")
     if skipped:
         log(f"not registered, skipped: {', '.join(skipped)}")
     runs = P.plan_runs(base, names, seed_list, out)

@@ -232,3 +232,19 @@ def test_compare_extra_sections_and_a_failing_one(tmp_path):
     assert sections[3][1] == "extra section body" and "boom" in sections[-1][1] and seen == [["none"]]
     path = R.write_report(ctx, sections=[extra])
     assert "## Extra statistics\n\nextra section body" in path.read_text()
+
+
+def test_a_signal_stops_the_comparison_and_keeps_the_checkpoint(fmnist, tmp_path, monkeypatch, capsys):
+    real_fit = RUN.fit
+
+    def signalled_in_first_run(cfg, **kw):  # what fit returns after SIGINT/SIGTERM: checkpoint saved
+        res = real_fit(cfg.replace(max_steps=2), **kw)
+        return {**res, "status": "interrupted", "signal": 2}
+
+    monkeypatch.setattr(RUN, "fit", signalled_in_first_run)
+    out = tmp_path / "cmp"
+    assert main(_argv(out, variants="none,eca")) == 130
+    err = capsys.readouterr().err
+    assert f"continue with globalctx compare --resume {out}" in err and not (out / "report.md").exists()
+    run = P.plan_runs(C.default_config(), ["none"], [0], out)[0]
+    assert (run.run_dir / "last.state.pt").is_file() and P.finished_state(run) is None

@@ -120,3 +120,11 @@ def test_no_shared_seeds_and_a_single_seed_baseline():
     assert "gc (no shared seeds)" in r.text() and "se (-1.00 pp, n=1: no interval)" in r.text()
     assert "Not every variant has all seeds: none (n=1)." in r.text()
     assert r.groups == (("none", "gc", "se"),)  # the baseline has no interval: nothing is ordered
+
+
+def test_two_seeds_are_flagged():
+    s = summarize({"none": {0: 0.80, 1: 0.82}, "gc": {0: 0.806, 1: 0.8261}})
+    assert s.difference("gc").verdict == "better"  # a tight spread of two differences
+    assert "one degree of freedom" in build_reading(s).text()
+    three = summarize({"none": {0: 0.80, 1: 0.82, 2: 0.81}, "gc": {0: 0.806, 1: 0.8261, 2: 0.816}})
+    assert "one degree of freedom" not in build_reading(three).text()

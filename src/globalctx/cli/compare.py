@@ -1,60 +1,148 @@
-"""``globalctx compare``: train one network per global-context block (none/se/gc/snl/nl/dnl, those
-registered) under identical settings and seeds; write ``runs/compare-<time>/report.md``,
-``results.csv`` and ``curves.png``, and print the table.
+"""``globalctx compare``: train one network per block variant under every seed, with identical
+settings and, per seed, the same data order and augmentation for every variant (a paired design);
+report per variant the mean top-1 with its 95% confidence interval, the paired difference from the
+baseline (the first variant) with its interval, a verdict (better / worse / not resolved: whether
+that interval excludes 0) and the test-sampling standard error; write ``report.md`` (with a
+reading in words), ``results.csv`` (one row per variant and seed), ``summary.json``,
+``accuracy.png`` and ``curves.png`` into ``runs/compare-<time>/`` (or ``--out``).
 
-The default (no flags) is sized to finish in about 10 minutes on a 2-core CPU for six variants:
-resnet18_small at base_width 16, a fixed class-balanced 5,000-image subset of Fashion-MNIST,
-4 epochs (batch 64, SGD, cosine), evaluated once at the end on a fixed class-balanced 2,000-image
-subset of the test set. ``--full`` runs
-the real schedule (width 64, all 60,000 training and 10,000 test images, 30 epochs). Any training
-flag overrides the default.
+The default (no flags): variants none, se, gc, nl; 5 seeds (0-4); resnet18_small at base_width 16;
+a class-balanced 3,000-image training subset of Fashion-MNIST (drawn with the seed); 3 epochs
+(batch 64, SGD, cosine); top-1 on the full 10,000-image test set. About 10 minutes on an idle
+2-core CPU (the estimate is printed before training, a progress line after each run).
+``--preset gcnet-ablation`` / ``nl-ablation`` run the papers' ablation tables (3 seeds, 4,000 training
+images), with the paper's figure beside each row. ``--full`` runs the real schedule (width 64, all
+60,000 training images, 30 epochs). Any training flag overrides the default.
+
+Nothing is lost, nothing is redone: run the same command again (same ``--out``) or
+``globalctx compare --resume DIR`` and only the (variant, seed) runs that are not finished are
+trained (a run killed part-way continues from its checkpoint); the report is rebuilt from all of
+them. A failing run is reported and the others still run. A directory that is not this comparison
+is refused unless ``--overwrite``.
+
+Variant specs (``--variants``, separated by spaces, ``;`` or commas; quote them in a shell)::
+
+{grammar}
 
 Examples::
 
     globalctx compare
-    globalctx compare --variants none,gc --subset 256 --epochs 1
-    globalctx compare --full --device cuda
+    globalctx compare --seeds 5 --variants "none gc gc(rd_ratio=1/4) gc@after_add"
+    globalctx compare --variants "none nl@stages=3+gc" --seeds 0,1,2 --out runs/nl-gc
+    globalctx compare --preset gcnet-ablation
+    globalctx compare --resume runs/nl-gc          # train only what is missing, rebuild the report
+    globalctx compare --variants none,gc --subset 256 --epochs 1 --seeds 2
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 
-from ..compare import default_config, results_table, run_compare
+from ..compare import CompareInterrupted, default_config, run_compare
+from ..compare.plan import read_manifest
+from ..compare.presets import list_presets
+from ..compare.reading import build_reading
+from ..compare.report import results_table
+from ..compare.run import PRESET_BUDGETS
+from ..compare.variants import GRAMMAR
 from ..device import resolve_device
+from ..train.config import TrainConfig
 from .train import add_train_arguments, config_changes, maybe_download
+
+# presets that are studies of their own rather than a list of variants: name -> command function
+STUDIES: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "compare",
-        help="train each block variant under identical settings and write a report",
-        description=__doc__,
+        help="train each block variant under several seeds; report intervals, paired differences, verdicts",
+        description=__doc__.format(grammar=GRAMMAR),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
+    c = p.add_argument_group("comparison")
+    c.add_argument(
         "--variants",
-        help="comma-separated block names, 'none' = no block (default: none,se,gc,snl,nl,dnl - those registered)",
+        help="variant specs, the first is the baseline (default: none se gc nl); see the grammar above",
     )
-    p.add_argument("--full", action="store_true", help="the real schedule instead of the 10-minute default")
-    p.add_argument("--out", help="report directory (default: runs/compare-<time>)")
-    p.add_argument("--out-root", default="runs", help="parent of the default report directory")
-    p.add_argument("--no-latency", dest="latency", action="store_false", help="skip the CPU latency column")
+    c.add_argument(
+        "--seeds",
+        help="seeds: a list (0,1,2) or a count N (seeds --seed .. --seed+N-1) (default: 3; a preset: its own)",
+    )
+    c.add_argument("--preset", choices=sorted([*list_presets(), *STUDIES]), help="a paper's ablation table")
+    c.add_argument("--resume", metavar="DIR", help="continue the comparison in DIR: train only its missing runs")
+    c.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a --out that holds other files or another comparison's runs (retrains those runs)",
+    )
+    c.add_argument("--full", action="store_true", help="the real schedule instead of the 10-minute default")
+    c.add_argument("--out", help="comparison directory (default: runs/compare-<time>)")
+    c.add_argument("--out-root", default="runs", help="parent of the default comparison directory")
+    c.add_argument("--no-latency", dest="latency", action="store_false", help="skip the CPU latency column")
+    c.add_argument(
+        "--analysis",
+        choices=("all", "defaults", "none"),
+        help="attention analysis of: every variant with NL/GC/SNL/DNL blocks, only bare block names at their "
+        "default placement, or none (default: defaults for a preset, else all)",
+    )
     add_train_arguments(p, with_out=False)
     p.set_defaults(func=run)
     return p
 
 
+def _settings(args: argparse.Namespace):
+    """``(base config, variants, seeds, preset, out)`` from the flags (and a resumed manifest)."""
+    changes = config_changes(args)
+    if "attn" in changes:
+        raise ValueError("compare takes its blocks from --variants (e.g. --variants 'none gc'), not --attn")
+    if "max_steps" in changes:
+        raise ValueError("--max-steps is not supported by compare (every run must finish)")
+    variants, seeds, preset, out = args.variants, args.seeds, args.preset, args.out
+    if args.resume:
+        if args.out and args.out != args.resume:
+            raise ValueError(f"--resume {args.resume} and --out {args.out} name two directories; give one")
+        manifest = read_manifest(args.resume)
+        if manifest is None:
+            raise ValueError(f"--resume {args.resume}: no comparison there (compare.json missing)")
+        saved = dict(manifest["base"])
+        if "model_kwargs" in changes:
+            changes["model_kwargs"] = {**saved.get("model_kwargs", {}), **changes["model_kwargs"]}
+        base = TrainConfig.from_dict({**saved, **changes})
+        preset = preset or manifest.get("preset")
+        if variants is None and (args.preset is None or args.preset == manifest.get("preset")):
+            variants = manifest["variants"]
+        seeds = seeds if seeds is not None else manifest["seeds"]
+        return base, variants, seeds, preset, args.resume
+    base = default_config(args.full, preset, **changes)
+    if seeds is None:
+        seeds = PRESET_BUDGETS.get(preset, {}).get("seeds") if preset and not args.full else None
+        if seeds is not None:
+            seeds = str(seeds)
+    return base, variants, seeds, preset, out
+
+
 def run(args: argparse.Namespace) -> int:
-    cfg = default_config(args.full, **config_changes(args))
-    if "max_steps" in vars(args):
-        raise ValueError("--max-steps is not supported by compare (every variant must finish)")
-    resolve_device(cfg.device)
-    maybe_download(args, cfg)
-    ctx = run_compare(cfg, args.variants, out_dir=args.out, out_root=args.out_root, latency=args.latency)
-    print(results_table(ctx.rows))
+    if args.preset in STUDIES:
+        return STUDIES[args.preset](args)
+    base, variants, seeds, preset, out = _settings(args)
+    resolve_device(base.device)
+    maybe_download(args, base)
+    try:
+        ctx = run_compare(base, variants, seeds, out_dir=out, out_root=args.out_root, preset=preset,
+                          overwrite=args.overwrite, latency=args.latency, analysis=args.analysis)  # fmt: skip
+    except CompareInterrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        return 130
+    print(results_table(ctx))
+    if ctx.summary is not None:
+        print("\n" + build_reading(ctx.summary).text())
+    if ctx.failed:
+        print(f"\n{len(ctx.failed)} run(s) failed (listed in the report); run the command again to retry them only")
     print(f"\nreport: {ctx.out_dir / 'report.md'}")
-    return 0
+    return 1 if ctx.failed else 0
 
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "run", "STUDIES"]

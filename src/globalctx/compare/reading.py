@@ -128,6 +128,12 @@ def build_reading(summary: Summary) -> Reading:
         return Reading(tuple(sentences), (), single,
                        (tuple(labels[v.variant] for v in summary.variants),), None)  # fmt: skip
 
+    if n_max == 2:
+        sentences.append(
+            "Two seeds give intervals with one degree of freedom (t = 12.7): they are wide, and a verdict rests "
+            "on the spread of just two differences, which can be small by chance; three seeds or more are needed "
+            "before a verdict means much."
+        )
     resolved, unresolved = [], []
     for d in summary.differences:
         name = labels[d.variant]

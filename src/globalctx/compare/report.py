@@ -1,143 +1,248 @@
 """The comparison report: ``report.md`` assembled from ``(title, markdown)`` sections (settings,
-results, curves, context, the attention analysis of :func:`globalctx.analysis.compare_section`,
-then any extra sections given), ``results.csv`` and ``curves.png`` (matplotlib is imported only
-inside :func:`plot_curves`)."""
+results with intervals and verdicts, the reading, the preset's rows beside the paper's figures,
+figures, failed runs, context, the attention analysis of :func:`globalctx.analysis.compare_section`,
+then any extra sections given), ``results.csv`` (one row per variant and seed), ``summary.json``
+(the statistics, the reading, the machine) and the figures of :mod:`globalctx.compare.figures`
+(only when matplotlib is installed)."""
 
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 from ..analysis import compare_section
+from .estimate import format_duration
+from .reading import build_reading
+from .stats import Interval, Summary
 
 __all__ = [
+    "CSV_COLUMNS",
     "results_table",
+    "preset_tables",
     "write_csv",
-    "plot_curves",
+    "write_summary",
     "settings_section",
-    "curves_section",
+    "ANALYSIS_MODES",
+    "analysis_section",
     "build_report_sections",
     "write_report",
+    "format_mean",
+    "format_difference",
 ]
 
 Section = Callable[..., "tuple[str, str] | None"]
 
-_COLUMNS = [
-    ("variant", "variant", "{}"),
-    ("top1", "top-1 %", "{:.2f}"),
-    ("delta_pp", "delta pp", "{:+.2f}"),
-    ("params", "params", "{:,}"),
-    ("macs_m", "MMACs", "{:.2f}"),
-    ("latency_ms", "CPU latency ms", "{:.2f}"),
-    ("train_time_s", "train time s", "{:.0f}"),
-    ("train_acc", "train acc %", "{:.2f}"),
-]
-_PERCENT = {"top1", "train_acc"}
+CSV_COLUMNS = ("variant", "label", "seed", "top1", "best_top1", "val_loss", "val_n", "train_loss", "train_acc",
+               "epochs", "train_time_s", "params", "macs_m", "latency_ms", "threads", "run_dir")  # fmt: skip
 
 
-def _cell(row: dict, key: str, fmt: str) -> str:
-    v = row.get(key)
-    if v is None:
+def format_mean(iv: Interval) -> str:
+    """``"85.12 ± 0.43"`` (mean ± 95% half-width, percent); ``"85.12 (n=1)"`` without an interval."""
+    if iv.mean is None:
         return "-"
-    return fmt.format(100 * v if key in _PERCENT else v)
+    return f"{iv.mean:.2f} (n=1)" if iv.half_width is None else f"{iv.mean:.2f} ± {iv.half_width:.2f}"
 
 
-def results_table(rows: list[dict]) -> str:
-    """A markdown table of the compare rows."""
-    head = "| " + " | ".join(t for _, t, _ in _COLUMNS) + " |"
-    sep = "|" + "|".join("---" if k == "variant" else "---:" for k, _, _ in _COLUMNS) + "|"
-    body = ["| " + " | ".join(_cell(r, k, f) for k, _, f in _COLUMNS) + " |" for r in rows]
+def format_difference(iv: Interval) -> str:
+    """``"+0.35 [-0.20, +0.90]"`` (mean paired difference and its 95% interval, pp)."""
+    if iv.mean is None:
+        return "-"
+    if iv.half_width is None:
+        return f"{iv.mean:+.2f} (n=1: no interval)"
+    return f"{iv.mean:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}]"
+
+
+def _cost(ctx, v: str, key: str, fmt: str) -> str:
+    x = ctx.costs.get(v, {}).get(key)
+    return "-" if x is None else fmt.format(x)
+
+
+def results_table(ctx) -> str:
+    """Per variant: label, spec, seeds, mean top-1 ± 95% CI, paired difference vs the baseline with
+    its CI, verdict, test-sampling SE, cost, training time per run."""
+    s: Summary | None = ctx.summary
+    head = ("| variant | spec | seeds | top-1 % (mean ± 95% CI) | vs baseline, pp [95% CI] | verdict | test SE pp "
+            "| params | MMACs | CPU latency ms | train s/run |")  # fmt: skip
+    sep = "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"
+    body = []
+    for v in ctx.variants:
+        label = ctx.label(v)
+        if s is None or v not in {x.variant for x in s.variants}:
+            body.append(f"| {label} | `{v}` | 0 | - | - | - | - | - | - | - | - |")
+            continue
+        vs = s.variant(v)
+        if v == s.baseline:
+            diff, verdict = "(baseline)", "-"
+        else:
+            d = s.difference(v)
+            diff, verdict = format_difference(d.interval), d.verdict
+        times = [r["train_time_s"] for r in ctx.rows if r["variant"] == v]
+        se = "-" if vs.test_se is None else f"{vs.test_se:.2f}"
+        body.append(
+            f"| {label} | `{v}` | {vs.interval.n} | {format_mean(vs.interval)} | {diff} | {verdict} | {se} "
+            f"| {_cost(ctx, v, 'params', '{:,}')} | {_cost(ctx, v, 'macs_m', '{:.2f}')} "
+            f"| {_cost(ctx, v, 'latency_ms', '{:.2f}')} | {sum(times) / len(times):.0f} |"
+        )
     return "\n".join([head, sep, *body])
 
 
+def preset_tables(ctx) -> str:
+    """One table per group of the preset: the paper's row, spec, published figure, ours."""
+    from .variants import same_variant
+
+    s: Summary | None = ctx.summary
+    have = {x.variant for x in s.variants} if s else set()
+    parts = [f"{ctx.preset.title}.\n"]
+    for group in ctx.preset.groups():
+        rows = ctx.preset.rows_of(group)
+        source = next((r.paper.source for r in rows if r.paper is not None), "no numbers found")
+        parts.append(f"**{group}** — paper: {source}")
+        parts.append("\n| row | spec | paper | ours: top-1 % (mean ± 95% CI) | ours vs baseline, pp [95% CI] "
+                     "| verdict | note |\n|---|---|---|---:|---:|---|---|")  # fmt: skip
+        for r in rows:
+            v = next((x for x in ctx.variants if same_variant(x, r.spec)), r.spec)
+            if v not in have:
+                ours, diff, verdict = "not run", "-", "-"
+            else:
+                ours = format_mean(s.variant(v).interval)
+                if v == s.baseline:
+                    diff, verdict = "(baseline)", "-"
+                else:
+                    d = s.difference(v)
+                    diff, verdict = format_difference(d.interval), d.verdict
+            parts.append(f"| {r.name} | `{r.spec}` | {r.paper_text} | {ours} | {diff} | {verdict} | {r.note} |")
+        parts.append("")
+    parts += [f"- {n}" for n in ctx.preset.notes]
+    return "\n".join(parts)
+
+
 def write_csv(path: Path, rows: list[dict]) -> Path:
-    if rows:
-        with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-    return path
+    """``results.csv``: one row per finished (variant, seed), columns :data:`CSV_COLUMNS`."""
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return Path(path)
 
 
-def plot_curves(histories: dict[str, list[dict]], out_dir: Path) -> list[Path]:
-    """``curves.png``: train loss, train accuracy and validation accuracy per epoch, one line per variant."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    vals = {v: [(h["epoch"], 100 * h["val_acc"]) for h in hist if "val_acc" in h] for v, hist in histories.items()}
-    final_only = all(len(p) <= 1 for p in vals.values())  # evaluated once: a bar per variant
-    for i, (v, hist) in enumerate(histories.items()):
-        ep = [h["epoch"] for h in hist]
-        axes[0].plot(ep, [h["train_loss"] for h in hist], marker="o", label=v)
-        axes[1].plot(ep, [100 * h["train_acc"] for h in hist], marker="o", label=v)
-        if vals[v] and final_only:
-            axes[2].bar(i, vals[v][0][1], color=f"C{i}")
-            axes[2].text(i, vals[v][0][1], f"{vals[v][0][1]:.1f}", ha="center", va="bottom", fontsize=8)
-        elif vals[v]:
-            axes[2].plot(*zip(*vals[v]), marker="o", label=v)
-    titles = (
-        "train loss",
-        "train accuracy %",
-        "test accuracy % (after the last epoch)" if final_only else "test accuracy %",
-    )
-    for ax, title in zip(axes, titles):
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-    for ax in axes[:2] if final_only else axes:
-        ax.set_xlabel("epoch")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    if final_only:
-        axes[2].set_xticks(range(len(histories)), list(histories))
-        lo = min((p[0][1] for p in vals.values() if p), default=0)
-        axes[2].set_ylim(max(0, lo - 5), None)
-    axes[0].legend()
-    fig.tight_layout()
-    path = Path(out_dir) / "curves.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+def write_summary(path: Path, ctx) -> Path:
+    """``summary.json``: the statistics (:meth:`Summary.to_dict`), the reading, settings, machine."""
+    doc = {
+        "statistics": None if ctx.summary is None else ctx.summary.to_dict(),
+        "reading": None if ctx.summary is None else build_reading(ctx.summary).to_dict(),
+        "variants": [{"spec": v, "label": ctx.label(v)} for v in ctx.variants],
+        "seeds": list(ctx.seeds),
+        "preset": None if ctx.preset is None else ctx.preset.name,
+        "settings": {k: v for k, v in ctx.base.to_dict().items() if k not in ("out", "attn", "seed")},
+        "costs": ctx.costs,
+        "failed": ctx.failed,
+        "trained_now": [list(k) for k in ctx.trained],
+        "reused": [list(k) for k in ctx.reused],
+        "estimate_s": ctx.estimate_s,
+        "wall_time_s": ctx.wall_time_s,
+        "environment": ctx.environment,
+        "written": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+    Path(path).write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    return Path(path)
 
 
 def settings_section(ctx) -> str:
     cfg = ctx.base
     env = ctx.environment
     lines = [
-        f"- model: `{cfg.model}` with {json.dumps(cfg.model_kwargs)}, one block per variant (`attn`), "
-        "same seed, same data order and augmentation for every variant",
-        f"- data: `{cfg.data}`, training subset: {cfg.subset or 'all'} images (class-balanced), "
-        f"test: {cfg.val_subset or 'all'} images",
+        f"- model: `{cfg.model}` with {json.dumps(cfg.model_kwargs)}; the variants' blocks are given as specs "
+        "(docs/compare.md); paired design: for each seed every variant sees the same training subset, data "
+        "order and augmentation",
+        f"- seeds: {', '.join(map(str, ctx.seeds))}",
+        f"- data: `{cfg.data}`, training subset: {cfg.subset or 'all'} images (class-balanced, drawn with the "
+        f"seed), test: {cfg.val_subset or 'all'} images",
         f"- schedule: {cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.opt} lr {cfg.lr} ({cfg.sched}, warm-up "
         f"{cfg.warmup_epochs} epochs), weight decay {cfg.weight_decay} (not on norms/biases/no_weight_decay)",
-        f"- seed {cfg.seed}; torch {env.get('torch')}, {env.get('cores')} cores, {env.get('threads')} threads",
-        f"- variants: {', '.join(ctx.variants)}; run directories: "
-        + ", ".join(f"`{Path(p).name}/`" for p in ctx.run_dirs.values()),
+        f"- machine: {env.get('machine')}, {env.get('cpu')}, {env.get('cores')} cores, {env.get('threads')} threads, "
+        f"torch {env.get('torch')}, python {env.get('python')}; load average at start {env.get('load_at_start', '?')}",
+        f"- runs: {len(ctx.rows)} finished ({len(ctx.trained)} trained by this command, {len(ctx.reused)} read back "
+        f"from their checkpoints), {len(ctx.failed)} failed; run directories `<variant>/seed<k>/` (`compare.json` "
+        "lists the settings)",
     ]
+    if ctx.estimate_s:
+        lines.append(f"- time: estimated {format_duration(ctx.estimate_s)} before starting, took "
+                     f"{format_duration(ctx.wall_time_s)} for the runs trained now")  # fmt: skip
     return "\n".join(lines)
 
 
-def curves_section(ctx) -> str:
-    return "\n".join(f"![{f}]({f})" for f in ctx.figures)
+def _result_notes(ctx) -> str:
+    s = ctx.summary
+    n = s.n_test if s else None
+    notes = [
+        f"top-1: accuracy after the last epoch on {n or '?'} test images, mean over seeds ± the half-width of the "
+        "95% Student-t interval. vs baseline: the mean of the per-seed differences from "
+        f"`{ctx.variants[0]}` and its 95% interval (paired by seed). verdict: better / worse when that interval "
+        "excludes 0, otherwise not resolved.",
+        "test SE: the test-sampling standard error of one accuracy, sqrt(p(1-p)/n); it covers only the draw "
+        "of test images, not seed-to-seed variation.",
+        "MACs: one 28x28 image, convolutions, matmuls and attention products (globalctx.bench counting). "
+        f"latency: median of 20 batch-1 forwards on CPU ({ctx.environment.get('threads')} threads). train s/run: "
+        "the training epochs only (no evaluation), wall clock, mean over seeds.",
+        "Bit-identical numbers are reproduced on the same machine only: another CPU or BLAS build gives other "
+        "rounding and so other runs; the intervals are what carries over.",
+    ]
+    if ctx.skipped:
+        notes.append(f"Not registered (skipped): {', '.join(ctx.skipped)}.")
+    return "\n".join(f"- {x}" for x in notes)
+
+
+def _failed_section(ctx) -> str:
+    lines = ["These runs failed; the finished runs above are kept. Fix the cause and run the same command again "
+             f"(or `globalctx compare --resume {ctx.out_dir}`): only the missing runs are trained.\n"]  # fmt: skip
+    lines += [f"- `{f['variant']}`, seed {f['seed']}: {f['error']}" for f in ctx.failed]
+    return "\n".join(lines)
+
+
+ANALYSIS_MODES = ("all", "defaults", "none")
+
+
+def analysis_section(ctx) -> tuple[str, str] | None:
+    """The attention analysis (:func:`globalctx.analysis.compare_section`) of the first finished
+    seed of each variant: all of them (``ctx.analysis == "all"``), only the variants that are a
+    bare block name at its paper-default placement (``"defaults"``: a preset's many variants of
+    one block would repeat the same analysis at a cost of minutes each), or none."""
+    mode = getattr(ctx, "analysis", "all")
+    if mode not in ANALYSIS_MODES:
+        raise ValueError(f"analysis={mode!r} is not valid; choose one of {', '.join(ANALYSIS_MODES)}")
+    if mode == "none":
+        return None
+    run_dirs = dict(ctx.run_dirs)
+    if mode == "defaults":
+        run_dirs = {v: d for v, d in run_dirs.items() if v.isidentifier()}
+    return compare_section(SimpleNamespace(out_dir=ctx.out_dir, base=ctx.base, run_dirs=run_dirs))
 
 
 def build_report_sections(ctx, sections: Sequence[Section] = ()) -> list[tuple[str, str]]:
-    """The report as ``(title, markdown)`` pairs: settings, results table, curves, context, the
-    attention analysis, then ``fn(ctx)`` of every extra section (``None`` adds nothing). A section
-    that raises is replaced by a note naming the error, so the trained results are never lost."""
+    """The report as ``(title, markdown)`` pairs: settings, results table, reading, the preset's
+    tables, figures, failed runs, context, the attention analysis, then ``fn(ctx)`` of every
+    extra section (``None`` adds nothing). A section that raises is replaced by a note naming the
+    error, so the trained results are never lost."""
     from .run import PUBLISHED_NOTE
 
-    out = [
-        ("Settings", settings_section(ctx)),
-        ("Results", results_table(ctx.rows) + "\n\n" + _result_notes(ctx)),
-    ]
+    out = [("Settings", settings_section(ctx))]
+    if ctx.summary is None:
+        out.append(("Results", f"No finished run of the baseline `{ctx.variants[0]}`: no statistics."))
+    else:
+        out.append(("Results", results_table(ctx) + "\n\n" + _result_notes(ctx)))
+        out.append(("Reading", build_reading(ctx.summary).to_markdown()))
+        if ctx.preset is not None:
+            out.append((f"Preset {ctx.preset.name}: the paper's rows and ours", preset_tables(ctx)))
     if ctx.figures:
-        out.append(("Curves", curves_section(ctx)))
+        out.append(("Figures", "\n".join(f"![{f}]({f})" for f in ctx.figures)))
+    if ctx.failed:
+        out.append(("Failed runs", _failed_section(ctx)))
     out.append(("Context", PUBLISHED_NOTE))
-    for fn in (compare_section, *sections):
+    for fn in (analysis_section, *sections):
         try:
             sec = fn(ctx)
         except Exception as e:  # a broken section must not lose the trained results
@@ -147,28 +252,23 @@ def build_report_sections(ctx, sections: Sequence[Section] = ()) -> list[tuple[s
     return out
 
 
-def _result_notes(ctx) -> str:
-    n = ctx.rows[0].get("val_n") if ctx.rows else None
-    notes = [
-        f"top-1: accuracy after the last epoch on {n} test images; delta: percentage points vs `none`.",
-        "MACs: one 28x28 image, convolutions, matmuls and attention products (globalctx.bench counting). "
-        f"latency: median of 20 batch-1 forwards on CPU ({ctx.environment.get('threads')} threads). train time: "
-        "the training epochs only (no evaluation), wall clock.",
-        f"Total wall time of all training runs: {ctx.wall_time_s / 60:.1f} min.",
-    ]
-    if ctx.skipped:
-        notes.append(f"Not registered (skipped): {', '.join(ctx.skipped)}.")
-    return "\n".join(f"- {s}" for s in notes)
-
-
 def write_report(ctx, sections: Sequence[Section] = ()) -> Path:
-    """Write results.csv, curves.png (when matplotlib is available) and report.md into ``ctx.out_dir``."""
+    """Write results.csv, summary.json, the figures (when matplotlib is available) and report.md
+    into ``ctx.out_dir``."""
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(ctx.out_dir / "results.csv", ctx.rows)
+    write_summary(ctx.out_dir / "summary.json", ctx)
+    ctx.figures = []
     try:
-        ctx.figures = [p.name for p in plot_curves(ctx.histories, ctx.out_dir)]
+        from .figures import plot_accuracy, plot_curves
+
+        if ctx.summary is not None:
+            ctx.figures.append(plot_accuracy(ctx.summary, ctx.out_dir / "accuracy.png").name)
+        if ctx.histories:
+            labels = {v: ctx.label(v) for v in ctx.variants}
+            ctx.figures.append(plot_curves(ctx.histories, labels, ctx.out_dir / "curves.png").name)
     except ImportError:
-        ctx.figures = []
+        pass
     body = [f"# Block comparison ({ctx.started})\n"]
     for title, md in build_report_sections(ctx, sections):
         body.append(f"## {title}\n\n{md.rstrip()}\n")

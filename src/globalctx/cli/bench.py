@@ -23,6 +23,7 @@ from ..bench.peers import available_peers, peer_for
 from ..bench.report import machine_info, plot_rows, print_table, write_rows
 from ..bench.runner import DTYPES, Case, run_cases
 from ..device import resolve_device
+from ..extras import require
 from ..layers import create_block, get_block, list_blocks
 from ..models import create_model, list_models
 from .flags import add_batch_size, add_device, add_threads, int_list, number, positive_int, shape
@@ -261,6 +262,8 @@ def run(args) -> int:
     dev = resolve_device(args.device)
     memory = _memory_methods(args.memory, dev)
     check_out_paths(args.out, args.plot)
+    if args.plot:  # checked before anything is measured
+        require("viz", "matplotlib", feature="--plot")
     cases = _block_cases(args) if args.bench_what == "blocks" else _model_cases(args)
     baseline = args.baseline
     if args.bench_what == "models" and baseline is None:
@@ -289,9 +292,6 @@ def run(args) -> int:
         write_rows(rows, path)
         print(f"wrote {path}", file=sys.stderr)
     if args.plot:
-        try:
-            plot_rows(rows, args.plot)
-            print(f"wrote {args.plot}", file=sys.stderr)
-        except ImportError:
-            raise ValueError("--plot needs matplotlib (pip install matplotlib)") from None
+        plot_rows(rows, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
     return 1 if any(r.get("error") for r in rows) else 0

@@ -22,6 +22,7 @@ import argparse
 
 from ..compare import default_config, results_table, run_compare
 from ..device import resolve_device
+from .needs import require_for_run
 from .train import add_train_arguments, config_changes, maybe_download
 
 
@@ -49,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = default_config(args.full, **config_changes(args))
     if "max_steps" in vars(args):
         raise ValueError("--max-steps is not supported by compare (every variant must finish)")
+    require_for_run("compare", data=cfg.data, plots=True)  # curves.png; before the report directory exists
     resolve_device(cfg.device)
     maybe_download(args, cfg)
     ctx = run_compare(cfg, args.variants, out_dir=args.out, out_root=args.out_root, latency=args.latency)

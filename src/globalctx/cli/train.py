@@ -21,6 +21,7 @@ from ..train.config import TrainConfig
 from ..train.data import DataError, download_fashion_mnist, find_fashion_mnist, parse_data_spec
 from ..train.loop import fit
 from .flags import add_batch_size, add_device, add_threads, add_trust_model_code, number, positive_int
+from .needs import require_for_run
 
 S = argparse.SUPPRESS  # flags not given keep the config's value (the default, or the resumed run's)
 non_negative = number(float, low=0)
@@ -182,6 +183,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     changes = config_changes(args)
+    require_for_run("training", data=changes.get("data"))  # before a resumed run is read
     if args.resume and args.overwrite:
         raise ValueError("--resume continues a run and --overwrite replaces one; give one of them")
     if args.resume:
@@ -192,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = TrainConfig.from_dict({**saved, **changes, "out": args.resume})
     else:
         cfg = TrainConfig(**changes)
+    require_for_run("training", data=cfg.data)  # a resumed run's own data, before any file is written
     resolve_device(cfg.device)  # an unusable device fails before any file is written
     maybe_download(args, cfg)
     result = fit(cfg, resume=args.resume, trust_model_code=args.trust_model_code, overwrite=args.overwrite)

@@ -23,7 +23,7 @@ import argparse
 from ..compare import default_config, results_table, run_compare
 from ..device import resolve_device
 from .needs import require_for_run
-from .train import add_train_arguments, config_changes, maybe_download
+from .train import add_config_file, add_train_arguments, config_changes, maybe_download
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -38,10 +38,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="comma-separated block names, 'none' = no block (default: none,se,gc,snl,nl,dnl - those registered)",
     )
     p.add_argument("--full", action="store_true", help="the real schedule instead of the 10-minute default")
-    p.add_argument("--out", help="report directory (default: runs/compare-<time>)")
+    p.add_argument("--out", "--output", dest="out", help="report directory (default: runs/compare-<time>)")
     p.add_argument("--out-root", default="runs", help="parent of the default report directory")
     p.add_argument("--no-latency", dest="latency", action="store_false", help="skip the CPU latency column")
     add_train_arguments(p, with_out=False)
+    add_config_file(p)
     p.set_defaults(func=run)
     return p
 

@@ -287,3 +287,10 @@ def test_bench_cli_flags(tmp_path):
                  "--amp", "--amp-dtype", "bfloat16", "--out", str(out)]) == 0  # fmt: skip
     row = json.loads(out.read_text())["rows"][0]
     assert (row["memory_format"], row["amp"]) == ("channels_last", "bf16")
+
+
+def test_compare_reads_a_config_file_too(tmp_path):
+    f = tmp_path / "cmp.toml"
+    f.write_text("epochs = 2\nsubset = 128\n")
+    args = build_parser().parse_args(["compare", "-c", str(f), "--epochs", "3"])
+    assert config_changes(args) == {"epochs": 3, "subset": 128}

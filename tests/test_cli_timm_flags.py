@@ -293,4 +293,5 @@ def test_compare_reads_a_config_file_too(tmp_path):
     f = tmp_path / "cmp.toml"
     f.write_text("epochs = 2\nsubset = 128\n")
     args = build_parser().parse_args(["compare", "-c", str(f), "--epochs", "3"])
-    assert config_changes(args) == {"epochs": 3, "subset": 128}
+    got = config_changes(args)
+    assert (got["epochs"], got["subset"]) == (3, 128)

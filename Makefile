@@ -56,11 +56,15 @@ $(INTEROP_STAMP): pyproject.toml
 
 MMCV_TESTS := tests/test_integrations_mmcv.py tests/test_mmcv_context.py tests/test_nonlocal_mmcv.py
 
-# both runs always run; the target fails if either does
+# the README's export table, every cell, the slow ResNet-50 rows included
+EXPORT_TESTS := tests/test_export_paths.py
+
+# all three runs always run; the target fails if any does
 test-interop: $(INTEROP_STAMP)
 	$(INTEROP_BIN)/python -m pytest -q -m "timm and not slow and not gpu" $(PYTEST_ARGS); timm_rc=$$?; \
 	$(INTEROP_BIN)/python -m pytest -q -m "not slow and not gpu" $(MMCV_TESTS) $(PYTEST_ARGS); mmcv_rc=$$?; \
-	test $$timm_rc = 0 && test $$mmcv_rc = 0
+	$(INTEROP_BIN)/python -m pytest -q -m "not gpu" $(EXPORT_TESTS) $(PYTEST_ARGS); export_rc=$$?; \
+	test $$timm_rc = 0 && test $$mmcv_rc = 0 && test $$export_rc = 0
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -1,5 +1,8 @@
 """globalctx with timm: models in timm's registry, blocks as timm's ``attn_layer`` (timm's own init on)."""
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -100,3 +103,26 @@ def test_block_as_timm_attn_layer_survives_timm_init(block):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(net(x), plain(x), rtol=0, atol=1e-5)
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "models.md"
+
+
+def _docs_snippets() -> list[str]:
+    text = DOCS.read_text(encoding="utf-8")
+    section = text.split("## Use with timm", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def test_docs_timm_snippets_run():
+    registry, attn = _docs_snippets()
+    ns: dict = {}
+    exec(compile(registry, str(DOCS), "exec"), ns)  # our own docs
+    assert ns["net"].num_classes == 10 and "globalctx_gc_resnet50" in ns["names"]
+    with torch.no_grad():
+        assert ns["net"].eval()(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+    exec(compile(attn, str(DOCS), "exec"), ns)
+    net = ns["net"].eval()  # the second model of the snippet: globalctx SE in timm's `se` slot of every block
+    assert all(type(b.se).__module__.startswith("globalctx.") for layer in (net.layer1, net.layer4) for b in layer)
+    with torch.no_grad():
+        assert net(torch.randn(1, 3, 64, 64)).shape == (1, 1000)

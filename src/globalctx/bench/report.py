@@ -21,6 +21,8 @@ COLUMNS = [
     "device",
     "dtype",
     "threads",
+    "memory_format",
+    "amp",
     "params",
     "trainable",
     "buffers",

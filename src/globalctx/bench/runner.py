@@ -22,6 +22,7 @@ from .memory import peak_memory
 __all__ = ["Case", "run_cases", "DTYPES", "shape_str"]
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp64": torch.float64}
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # run_cases(amp=...)
 
 
 def shape_str(shape: Sequence[int]) -> str:
@@ -70,6 +71,8 @@ def run_cases(
     baseline: str | None = None,
     progress: str = "auto",
     seed: int = 0,
+    channels_last: bool = False,
+    amp: str = "none",
 ) -> list[dict]:
     """Measure every case; returns one flat dict per case (the CSV/JSON row schema).
 
@@ -85,7 +88,13 @@ def run_cases(
         baseline: a case name; rows of the same group get ratios against it.
         progress: ``"auto"`` (tqdm, else plain lines), ``"plain"`` or ``"none"``.
         seed: RNG seed for weights and inputs.
+        channels_last: modules and 4-D / 5-D inputs in ``channels_last`` (``channels_last_3d``)
+            memory format; column ``memory_format``.
+        amp: ``"none"``, ``"bf16"`` or ``"fp16"``: time (and measure in-process memory) under
+            ``torch.autocast`` of that dtype; column ``amp``.
     """
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"amp={amp!r} is not valid; choose one of {', '.join(AMP_DTYPES)}")
     cases = list(cases)
     if baseline is not None and baseline not in {c.name for c in cases}:
         raise ValueError(f"baseline {baseline!r} is not one of the cases: {sorted({c.name for c in cases})}")
@@ -99,7 +108,10 @@ def run_cases(
     try:
         for group, members in groups.items():
             rows.extend(
-                _run_group(group, members, dev, dtype, runs, warmup, nthreads, memory, floors, compile, seed, bar)
+                _run_group(
+                    group, members, dev, dtype, runs, warmup, nthreads, memory, floors, compile, seed, bar,
+                    channels_last=channels_last, amp=amp,
+                )  # fmt: skip
             )
     finally:
         bar.close()
@@ -108,7 +120,30 @@ def run_cases(
     return rows
 
 
-def _run_group(group, members, dev, dtype, runs, warmup, nthreads, memory, floors, compile, seed, bar):
+def _memory_format(x: torch.Tensor, channels_last: bool) -> torch.memory_format | None:
+    """``channels_last`` / ``channels_last_3d`` for a 4-D / 5-D input when asked, else ``None``."""
+    if not channels_last:
+        return None
+    return {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
+
+
+def _autocast(dev: torch.device, amp: str):
+    """``torch.autocast`` of the ``amp`` dtype on ``dev`` (a no-op context for ``"none"``)."""
+    return torch.autocast(dev.type, dtype=AMP_DTYPES[amp], enabled=amp != "none")
+
+
+def _under_autocast(fn, dev: torch.device, amp: str):
+    def call():
+        with _autocast(dev, amp):
+            return fn()
+
+    return call
+
+
+def _run_group(
+    group, members, dev, dtype, runs, warmup, nthreads, memory, floors, compile, seed, bar, *, channels_last=False,
+    amp="none",
+):  # fmt: skip
     rows, timed, mods = [], {}, {}
     x_by_shape: dict[tuple, torch.Tensor] = {}
     for c in members:
@@ -120,6 +155,8 @@ def _run_group(group, members, dev, dtype, runs, warmup, nthreads, memory, floor
             "device": str(dev),
             "dtype": str(dtype).split(".")[-1],
             "threads": nthreads,
+            "memory_format": "channels_last" if channels_last else "contiguous",
+            "amp": amp,
             "torch": torch.__version__,
             "error": "",
         }
@@ -132,12 +169,16 @@ def _run_group(group, members, dev, dtype, runs, warmup, nthreads, memory, floor
                 torch.manual_seed(seed)
                 x_by_shape[c.input_shape] = torch.randn(c.input_shape, device=dev, dtype=dtype)
             x = x_by_shape[c.input_shape]
+            fmt = _memory_format(x, channels_last)
+            if fmt is not None:
+                mod = mod.to(memory_format=fmt)
+                x = x.contiguous(memory_format=fmt)
             row.update(count_params(mod))
             fc = count_flops(mod, x)
             row.update(macs=fc.macs, flops=fc.flops, flops_by_op=fc.by_op)
             run_mod = torch.compile(mod) if compile else mod
             mods[c.name] = (mod, x, fc)
-            timed[c.name] = lambda m=run_mod, x=x: m(x)
+            timed[c.name] = _under_autocast(lambda m=run_mod, x=x: m(x), dev, amp)
             if floors and c.kind != "model":
                 gfn, gscale = gemm_floor_fn(fc.gemms, device=dev, dtype=dtype)
                 timed[f"floor:gemm:{c.name}"] = gfn
@@ -178,7 +219,8 @@ def _run_group(group, members, dev, dtype, runs, warmup, nthreads, memory, floor
             row["x_floor"] = _ratio(s["median_ms"], max(mem_floor, gemm_floor))
         mod, x, _ = mods[name]
         try:
-            row.update(peak_memory(mod, x, methods=_methods_for(memory, x), threads=row["threads"]))
+            with _autocast(dev, amp):  # in-process methods only; an rss subprocess runs without autocast
+                row.update(peak_memory(mod, x, methods=_methods_for(memory, x), threads=row["threads"]))
         except Exception as e:
             row["error"] = f"memory: {type(e).__name__}: {e}"
         bar.step(f"{group} {name}")

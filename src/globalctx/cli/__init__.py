@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..extras import MissingExtraError
 from . import analyze, bench, blocks, compare, eval, train
 from .flags import user_errors
 
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except user_errors() as e:
+    except (*user_errors(), MissingExtraError) as e:
         print(f"globalctx {args.command}: error: {_message(e)}", file=sys.stderr)
         return 2
 

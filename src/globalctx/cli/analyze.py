@@ -15,6 +15,7 @@ from ..analysis.report import analyse, eval_batches
 from ..device import resolve_device
 from ..train.checkpoint import CheckpointError, load_model
 from .flags import add_batch_size, add_device, add_trust_model_code, number, positive_int
+from .needs import require_for_run
 
 __all__ = ["add_parser", "run"]
 
@@ -60,6 +61,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    require_for_run("analysis", data=args.data, plots=True)  # before the output directory exists
     src = Path(args.path)
     if not src.exists():
         raise CheckpointError(f"{src} does not exist; give a run directory or a .safetensors file")

@@ -23,9 +23,11 @@ from ..bench.peers import available_peers, peer_for
 from ..bench.report import machine_info, plot_rows, print_table, write_rows
 from ..bench.runner import DTYPES, Case, run_cases
 from ..device import resolve_device
+from ..extras import require
 from ..layers import create_block, get_block, list_blocks
 from ..models import create_model, list_models
 from .flags import add_batch_size, add_device, add_threads, int_list, number, positive_int, shape
+from .train import amp_changes, amp_mode
 
 __all__ = ["add_parser", "build_parser", "run", "split_names", "parse_block_spec"]
 
@@ -60,6 +62,20 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--dtype", default="fp32", choices=["fp32", "fp16", "bf16", "fp64"], help="precision of weights and input"
     )
     g.add_argument("--compile", action="store_true", help="time torch.compile(module) (counts use the eager module)")
+    g.add_argument(
+        "--channels-last", action="store_true", help="modules and 4-D/5-D inputs in channels_last memory format"
+    )
+    g.add_argument(
+        "--amp",
+        type=amp_mode,
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="{none,bf16,fp16}",
+        help="time under torch.autocast of this dtype (weights stay --dtype); a bare --amp takes --amp-dtype "
+        "(default fp16, as timm)",
+    )
+    g.add_argument("--amp-dtype", type=amp_mode, default=None, help="with a bare --amp: float16 or bfloat16")
     g.add_argument(
         "--runs", type=positive_int, default=20, help="timed calls per case; the median is reported (default: 20)"
     )
@@ -261,6 +277,8 @@ def run(args) -> int:
     dev = resolve_device(args.device)
     memory = _memory_methods(args.memory, dev)
     check_out_paths(args.out, args.plot)
+    if args.plot:  # checked before anything is measured
+        require("viz", "matplotlib", feature="--plot")
     cases = _block_cases(args) if args.bench_what == "blocks" else _model_cases(args)
     baseline = args.baseline
     if args.bench_what == "models" and baseline is None:
@@ -280,18 +298,18 @@ def run(args) -> int:
         baseline=baseline,
         progress="none" if args.no_progress else "auto",
         seed=args.seed,
+        channels_last=args.channels_last,
+        amp=amp_changes(args).get("amp", "none"),
     )
     if args.table != "none":
         info = machine_info()
-        print(f"# {info['cpu']}, {info['threads']} threads, torch {info['torch']}, {dev} {args.dtype}")
+        numerics = (" channels_last" if args.channels_last else "") + (f" amp {rows[0]['amp']}" if rows else "")
+        print(f"# {info['cpu']}, {info['threads']} threads, torch {info['torch']}, {dev} {args.dtype}{numerics}")
         print_table(rows, style=args.table)
     for path in args.out:
         write_rows(rows, path)
         print(f"wrote {path}", file=sys.stderr)
     if args.plot:
-        try:
-            plot_rows(rows, args.plot)
-            print(f"wrote {args.plot}", file=sys.stderr)
-        except ImportError:
-            raise ValueError("--plot needs matplotlib (pip install matplotlib)") from None
+        plot_rows(rows, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
     return 1 if any(r.get("error") for r in rows) else 0

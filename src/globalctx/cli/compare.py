@@ -49,7 +49,8 @@ from ..compare.run import PRESET_BUDGETS
 from ..compare.variants import GRAMMAR
 from ..device import resolve_device
 from ..train.config import TrainConfig
-from .train import add_train_arguments, config_changes, maybe_download
+from .needs import require_for_run
+from .train import add_config_file, add_train_arguments, config_changes, maybe_download
 
 # presets that are studies of their own rather than a list of variants: name -> command function
 STUDIES: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -79,7 +80,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="write into a --out that holds other files or another comparison's runs (retrains those runs)",
     )
     c.add_argument("--full", action="store_true", help="the real schedule instead of the 10-minute default")
-    c.add_argument("--out", help="comparison directory (default: runs/compare-<time>)")
+    c.add_argument("--out", "--output", dest="out", help="comparison directory (default: runs/compare-<time>)")
     c.add_argument("--out-root", default="runs", help="parent of the default comparison directory")
     c.add_argument("--no-latency", dest="latency", action="store_false", help="skip the CPU latency column")
     c.add_argument(
@@ -89,6 +90,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "default placement, or none (default: defaults for a preset, else all)",
     )
     add_train_arguments(p, with_out=False)
+    add_config_file(p)
     p.set_defaults(func=run)
     return p
 
@@ -128,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     if args.preset in STUDIES:
         return STUDIES[args.preset](args)
     base, variants, seeds, preset, out = _settings(args)
+    require_for_run("compare", data=base.data, plots=True)  # figures; before the comparison directory exists
     resolve_device(base.device)
     maybe_download(args, base)
     try:

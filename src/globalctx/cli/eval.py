@@ -13,6 +13,7 @@ import json
 
 from ..train.evaluation import evaluate_checkpoint
 from .flags import add_batch_size, add_device, add_trust_model_code, positive_int
+from .needs import require_for_run
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -35,6 +36,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_for_run("evaluation", data=args.data)
     res = evaluate_checkpoint(
         args.checkpoint,
         data=args.data,

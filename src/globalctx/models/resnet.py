@@ -63,6 +63,17 @@ def norm_nd(dims: int, channels: int, dd=None) -> nn.Module:
     return (nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d)(channels, **(dd or {}))
 
 
+def order_children(module: nn.Module, names) -> None:
+    """Re-register ``module``'s children so those in ``names`` come first, in that order; the
+    others follow in their registration order. Names and state-dict keys are unchanged."""
+    first = [n for n in names if n in module._modules]
+    rest = [n for n in module._modules if n not in first]
+    children = dict(module._modules)
+    module._modules.clear()
+    for n in first + rest:
+        module._modules[n] = children[n]
+
+
 class HidesEmptySlots(nn.Module):
     """A module whose ``repr`` leaves out its ``nn.Identity`` children (empty block slots, a
     disabled max-pool or dropout): they compute nothing, and state-dict keys are unaffected."""
@@ -91,10 +102,22 @@ class ResBlockBase(HidesEmptySlots):
     expansion = 1
     num_convs = 2
 
+    #: children in the order ``forward`` first runs them (``relu`` is reused later); slots and
+    #: layers named here that a block lacks (``attn_pre3`` and ``conv3`` in a BasicBlock) are skipped
+    EXECUTION_ORDER = (
+        "attn_pre1", "conv1", "bn1", "relu", "attn_conv1",
+        "attn_pre2", "conv2", "bn2", "attn_conv2",
+        "attn_pre3", "conv3", "bn3", "attn_conv3",
+        "attn_pre_down", "downsample", "attn_pre_relu", "attn_add",
+    )  # fmt: skip
+
     def init_slots(self) -> None:
-        """Create every slot of :data:`SLOT_NAMES` empty (``nn.Identity``)."""
+        """Create every slot of :data:`SLOT_NAMES` empty (``nn.Identity``), and register the
+        children in :attr:`EXECUTION_ORDER`, so that ``named_children()`` (and anything that walks
+        it, like ``print`` or a hook on every module) follows the forward pass."""
         for name in SLOT_NAMES:
             setattr(self, name, nn.Identity())
+        order_children(self, self.EXECUTION_ORDER)
 
     def slot_channels(self, position: str) -> list[tuple[str, int]]:
         """``[(slot name, channels)]`` that ``position`` fills in this block; ``ValueError`` if invalid."""
@@ -285,6 +308,12 @@ class ResNet(HidesEmptySlots):
     """
 
     dims = 2
+    #: children in the order ``forward`` runs them, so that torchvision's ``IntermediateLayerGetter``
+    #: (which calls the children in registration order) computes the real stage outputs
+    EXECUTION_ORDER = (
+        "stem_attn", "conv1", "bn1", "relu", "maxpool", "layer1", "pool2", "layer2", "layer3", "layer4",
+        "global_pool", "drop", "fc",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -330,6 +359,7 @@ class ResNet(HidesEmptySlots):
             {"num_chs": base_width * (2**i) * block.expansion, "module": f"layer{i + 1}"} for i in range(4)
         ]
         self._build_head(num_classes, drop_rate)
+        order_children(self, self.EXECUTION_ORDER)
         self.zero_init_residual = zero_init_residual
         self.placements = []  # the Placement objects applied, in order
         self.init_weights()

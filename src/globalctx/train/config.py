@@ -31,6 +31,7 @@ class TrainConfig:
     model: str = "resnet18_small"
     attn: str | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    initial_checkpoint: str | None = None  # weights to start from (globalctx.train.initial)
     # data
     data: str = "fashion-mnist"
     data_dir: str | None = None

@@ -33,6 +33,7 @@ from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import BatchLoader, augment_for, build_datasets, default_workers
 from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_flag, cleanup, init_distributed
+from .initial import describe, load_initial
 
 __all__ = ["TrainError", "param_groups", "get_lr", "train_one_epoch", "evaluate", "fit", "model_spec"]
 
@@ -367,6 +368,10 @@ def _fit(
     barrier()
     job = _build(cfg, info, device, out)
     rs = RunState() if saved is None else _restore(job, saved)
+    if saved is None and cfg.initial_checkpoint:  # a resumed run has its own weights
+        report = load_initial(job.raw_model, cfg.initial_checkpoint)
+        if info.is_main:
+            log(describe(cfg.initial_checkpoint, report))
     if resume is not None and info.is_main:
         where = f"at epoch {rs.epoch + 1}/{cfg.epochs}, step {rs.step}/{job.steps}"
         log(f"resuming {out} {where}" if saved else f"{out} has no checkpoint yet; starting it from the beginning")

@@ -98,6 +98,23 @@ def dct_filters_for(filters: torch.Tensor, dct_size: tuple[int, int], size: tupl
     return ph.t() @ filters @ pw  # [H, dh] @ [F, dh, dw] @ [dw, W] -> [F, H, W]
 
 
+@torch.jit.script_if_tracing
+def check_filter_size(x: torch.Tensor, filt: torch.Tensor) -> torch.Tensor:
+    """``filt``; raises when ``x [N, C, H, W]`` is not the size ``filt [F, H, W]`` was made for.
+
+    Eager code makes the filters for each input size, so this never fires there. Under
+    ``torch.jit.trace`` the filters become constants of the trace's size: the check is compiled
+    into the traced graph, and a traced module called at another size says so instead of failing
+    in a reshape."""
+    if x.shape[-2] != filt.shape[-2] or x.shape[-1] != filt.shape[-1]:
+        raise ValueError(
+            "fca: this module was traced at input size "
+            + str(filt.shape[-2]) + "x" + str(filt.shape[-1]) + " and got " + str(x.shape[-2]) + "x" + str(x.shape[-1])
+            + "; a traced FcaNet block takes only its traced size (trace it again, or use torch.export / eager)"
+        )  # fmt: skip
+    return filt
+
+
 def dct_pool(x: torch.Tensor, filters: torch.Tensor, dct_size: tuple[int, int]) -> torch.Tensor:
     """Multi-spectral DCT pooling ``[N, C, H, W] -> [N, C]`` with ``filters [F, dh, dw]`` (:class:`DCTPool`)."""
     if x.dim() != 4:
@@ -106,7 +123,9 @@ def dct_pool(x: torch.Tensor, filters: torch.Tensor, dct_size: tuple[int, int]) 
         )
     n, c, h, w = x.shape
     f = filters.shape[0]
-    filt = dct_filters_for(filters, dct_size, (h, w)).to(x.dtype).reshape(1, f, 1, h * w)  # [1, F, 1, L]
+    filt = dct_filters_for(filters, dct_size, (h, w)).to(x.dtype)  # [F, H, W]
+    filt = check_filter_size(x, filt)  # a module traced at one size refuses another, naming both
+    filt = filt.reshape(1, f, 1, h * w)  # [1, F, 1, L]
     xg = x.reshape(n, f, c // f, h * w)  # [N, F, G, L]
     # multiply-and-sum streams x once; a batched GEMV with G-row matrices runs ~2x slower on CPU
     return (xg * filt).sum(-1).reshape(n, c)  # [N, F, G] -> [N, C]

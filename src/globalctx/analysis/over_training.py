@@ -108,7 +108,8 @@ def over_training(
     snaps = list_snapshots(run_dir)
     if not snaps:
         raise CheckpointError(
-            f"{run_dir} has no snapshots/step-*.safetensors; train it with --snapshots 0,50,... to analyse over training"
+            f"{run_dir} has no snapshots/step-*.safetensors; train it with --snapshots 0,50,... to analyse it over "
+            "training"
         )
     config = read_config(run_dir)
     if not trust_model_code:

@@ -58,14 +58,21 @@ def finding_verdicts(result: dict) -> list[str]:
         ent, peak = _mean(runs, task, "nl", "att_entropy"), _mean(runs, task, "nl", "peak")
         ratio = ratios[task] = _mean(runs, task, "nl", "ratio")
         learned = ent <= LEARNED_ENTROPY or peak >= LEARNED_PEAK
+        per_seed = _vals(runs, task, "nl", "ratio")
+        iv = mean_interval(per_seed)
         if ent > FLAT_ENTROPY:
             verdict = f"not tested (maps flat, entropy {ent:.3f} > {FLAT_ENTROPY})"
+        elif iv.half_width is not None and iv.low <= FAR_MORE_ALIKE <= iv.high:
+            verdict = (
+                f"is not resolved by {iv.n} seeds (95% interval of the ratio [{iv.low:.3g}, {iv.high:.3g}] "
+                f"contains {FAR_MORE_ALIKE}; per seed {', '.join(f'{v:.3g}' for v in per_seed)})"
+            )
         elif ratio < FAR_MORE_ALIKE:
             verdict = "holds" if learned else "holds, on maps short of the learned-map target"
         else:
             verdict = "does not hold"
         lines.append(
-            f"**{task}, NL:** GCNet's finding {verdict}: cos(att) / cos(input) = {ratio:.3g} (criterion < "
+            f"**{task}, NL:** GCNet's finding {verdict}: mean cos(att) / cos(input) = {ratio:.3g} (criterion < "
             f"{FAR_MORE_ALIKE}), mean entropy {ent:.3f}, peak {peak:.3g}x uniform (learned-map target: entropy <= "
             f"{LEARNED_ENTROPY} or peak >= {LEARNED_PEAK}); common share of the maps' deviation from flat "
             f"{_mean(runs, task, 'nl', 'common_share'):.3f}."

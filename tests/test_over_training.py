@@ -62,3 +62,19 @@ def test_no_snapshots_names_the_flag(tmp_path):
 def test_bad_snapshots_refused():
     with pytest.raises(ValueError, match="snapshots"):
         TrainConfig(snapshots=(-1,))
+
+
+def test_train_cli_snapshots_flag(tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "--model", "resnet18_small", "--attn", "gc", "--base-width", "16", "--subset", "32",
+            "--val-subset", "8", "--epochs", "1", "--batch-size", "16", "--snapshots", "2,0", "--threads", "1",
+            "--out", str(run), "--no-tensorboard", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    assert [s for s, _ in list_snapshots(run)] == [0, 2]
+    bad = [*args]
+    bad[bad.index("2,0")], bad[bad.index(str(run))] = "2,x", str(tmp_path / "x")
+    try:
+        code = main(bad)
+    except SystemExit as e:  # argparse's own exit
+        code = e.code
+    assert code != 0 and not (tmp_path / "x").exists()

@@ -54,6 +54,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--seed", type=number(int, low=0), default=0, help="seed of the image subset and query samples (default 0)"
     )
+    p.add_argument(
+        "--over-training",
+        action="store_true",
+        help="the statistics at every snapshot of the run (trained with --snapshots), plotted against the step: "
+        "over_training.md/.json/.png in --out",
+    )
     add_device(p, default="auto")
     add_trust_model_code(p)
     p.set_defaults(func=run)
@@ -66,6 +72,8 @@ def run(args) -> int:
     if not src.exists():
         raise CheckpointError(f"{src} does not exist; give a run directory or a .safetensors file")
     device = resolve_device(args.device)
+    if getattr(args, "over_training", False):
+        return _run_over_training(args, src, device)
     model, config = load_model(src, device=device, trust_model_code=args.trust_model_code)
     loader, spec, n_images = eval_batches(
         config, data=args.data, data_dir=args.data_dir, images=args.images, batch_size=args.batch_size, seed=args.seed
@@ -104,4 +112,31 @@ def run(args) -> int:
     if stats is not None:
         (out / "stats.json").write_text(json.dumps(stats.to_dict(), indent=2, sort_keys=True) + "\n")
     print(f"wrote {out / 'analysis.md'}")
+    return 0
+
+
+def _run_over_training(args, src: Path, device) -> int:
+    from ..analysis.over_training import over_training, write_over_training
+    from ..train.checkpoint import read_config, refuse_model_code
+
+    if not src.is_dir():
+        raise CheckpointError(f"--over-training needs a run directory with snapshots/, got the file {src}")
+    config = read_config(src)
+    if not args.trust_model_code:
+        refuse_model_code(config["model"], src / "config.json")
+    loader, spec, n_images = eval_batches(
+        config, data=args.data, data_dir=args.data_dir, images=args.images, batch_size=args.batch_size, seed=args.seed
+    )
+    ot = over_training(
+        src,
+        loader,
+        max_queries=args.max_queries,
+        seed=args.seed,
+        blocks=args.blocks,
+        device=device,
+        trust_model_code=args.trust_model_code,
+    )
+    out = Path(args.out) if args.out else src / "analysis"
+    path = write_over_training(ot, out, title=f"{src.name}, {n_images} validation images of {spec}")
+    print(f"wrote {path}")
     return 0

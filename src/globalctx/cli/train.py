@@ -180,9 +180,27 @@ def add_train_arguments(p: argparse.ArgumentParser, *, with_out: bool = True) ->
         r.add_argument("--out", "--output", dest="out", default=S, help="run directory (default: runs/train)")
     r.add_argument("--eval-every", type=positive_int, default=S, help="evaluate every N epochs (and after the last)")
     r.add_argument("--max-steps", type=positive_int, default=S, help="stop (with a checkpoint) after N global steps")
+    r.add_argument(
+        "--snapshots",
+        type=_steps,
+        default=S,
+        help="also save the weights at these global steps (e.g. 0,50,200) as snapshots/step-N.safetensors, "
+        "for `globalctx analyze --over-training`",
+    )
     r.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=S)
     r.add_argument("--no-progress", dest="progress", action="store_false", default=S)
     r.add_argument("--dist-timeout", type=positive, default=S, help="seconds before a stuck collective fails")
+
+
+def _steps(text: str) -> tuple[int, ...]:
+    """``"0,50,200"`` -> global steps (ints >= 0), sorted, without repeats."""
+    try:
+        vals = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        vals = [-1]
+    if not vals or vals[0] < 0:
+        raise argparse.ArgumentTypeError(f"expected comma-separated steps >= 0 (e.g. 0,50,200), got {text!r}")
+    return tuple(vals)
 
 
 def config_changes(args: argparse.Namespace) -> dict:

@@ -22,6 +22,10 @@ class TrainConfig:
     taking ``num_classes=, in_chans=``); ``attn`` the block name (``None``/``"none"`` for the
     plain network); ``model_kwargs`` any further options (e.g. ``{"base_width": 16}``).
 
+    Snapshots: ``snapshots`` lists global steps (``0`` = the initial weights) at which the weights
+    are also saved as ``snapshots/step-<step>.safetensors`` (for ``globalctx analyze
+    --over-training``); empty by default.
+
     Schedule: ``lr`` is the peak rate for ``batch_size`` (global, over all processes); it rises
     linearly from 0 over ``warmup_epochs`` and then follows ``sched`` per step: ``cosine`` to 0,
     ``step`` (x ``gamma`` at each epoch in ``milestones``) or ``constant``.
@@ -66,6 +70,7 @@ class TrainConfig:
     out: str = "runs/train"
     eval_every: int = 1
     max_steps: int | None = None
+    snapshots: tuple[int, ...] = ()
     tensorboard: bool = True
     progress: bool = True
     dist_timeout: float = 600.0
@@ -73,6 +78,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.milestones, list):
             self.milestones = tuple(self.milestones)
+        if isinstance(self.snapshots, list):
+            self.snapshots = tuple(self.snapshots)
         if self.attn in ("", "none", "None"):
             self.attn = None
         self.validate()
@@ -116,12 +123,15 @@ class TrainConfig:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
         if self.sched == "step" and not self.milestones:
             self.milestones = tuple(int(self.epochs * f) for f in (0.5, 0.75))
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in self.snapshots):
+            raise ValueError(f"snapshots must be global steps (ints >= 0), got {list(self.snapshots)!r}")
         if not isinstance(self.model_kwargs, dict):
             raise ValueError(f"model_kwargs must be a dict, got {type(self.model_kwargs).__name__}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["milestones"] = list(self.milestones)
+        d["snapshots"] = list(self.snapshots)
         return d
 
     @classmethod

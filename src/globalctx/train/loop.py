@@ -215,6 +215,12 @@ def model_spec(cfg: TrainConfig, num_classes: int, in_chans: int) -> dict:
 
 # the files a run writes into its directory (``overwrite=True`` removes them before a new run)
 RUN_FILES = (ckpt.CONFIG_NAME, "last.safetensors", "last.state.pt", "best.safetensors", "log.csv")
+SNAPSHOT_DIR = "snapshots"  # step-<global step>.safetensors, written when cfg.snapshots lists that step
+
+
+def snapshot_path(run_dir, global_step: int) -> Path:
+    """Where the snapshot of ``global_step`` of the run in ``run_dir`` is written."""
+    return Path(run_dir) / SNAPSHOT_DIR / f"step-{int(global_step):07d}.safetensors"
 
 
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
@@ -233,6 +239,8 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool = False) -> None:
     if overwrite and not resume:
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
+        for snap in (out / SNAPSHOT_DIR).glob("step-*.safetensors"):
+            snap.unlink()
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{os.getpid()}"
@@ -377,6 +385,8 @@ def _fit(
         log(f"resuming {out} {where}" if saved else f"{out} has no checkpoint yet; starting it from the beginning")
     if info.is_main:
         ckpt.write_config(out, job.config)  # on resume: same model and data, possibly new epochs/lr
+    if rs.epoch == 0 and rs.step == 0:
+        _snapshot(job, 0)
     _wrap(job)
     writer = _open_writer(job, rs, log)
     status, signum, last_eval = "completed", None, rs.history[-1] if rs.history else {}
@@ -562,6 +572,15 @@ def _save(job: _Job, rs: RunState, totals_all: list[torch.Tensor], *, best: bool
         ckpt.save_weights(out / "best.safetensors", job.raw_model, config=job.config, extra={"epoch": str(rs.epoch)})
 
 
+def _snapshot(job: _Job, global_step: int) -> None:
+    """Rank 0 saves the weights as :func:`snapshot_path` when ``cfg.snapshots`` lists ``global_step``."""
+    if global_step not in job.cfg.snapshots or not job.info.is_main:
+        return
+    path = snapshot_path(job.out, global_step)
+    path.parent.mkdir(exist_ok=True)
+    ckpt.save_weights(path, job.raw_model, config=job.config, extra={"global_step": str(global_step)})
+
+
 def _gather_totals(job: _Job, t: torch.Tensor) -> list[torch.Tensor]:
     if not job.info.enabled:
         return [t.clone()]
@@ -582,6 +601,7 @@ class _StopCheck:
 
     def __call__(self, next_step: int) -> bool:
         max_steps = self.job.cfg.max_steps
+        _snapshot(self.job, self.epoch * self.job.steps + next_step)
         hit_max = max_steps is not None and self.epoch * self.job.steps + next_step >= max_steps
         self.hit = broadcast_flag(self.stopper.signum is not None, self.job.device) or hit_max
         return self.hit

@@ -81,6 +81,10 @@ class DisentangledNonLocal(nn.Module):
         zero_init_last: with a unary term, zero the last value-path layer so the block is an
             identity at init (``gamma = 0`` does it alone otherwise).
             Default: ``True``.
+        embed_gain: ``None`` keeps the official init of the query/key embeddings ``theta`` and
+            ``phi`` (normal, std 0.01); a number ``G`` draws their weights from a normal with std
+            ``G / sqrt(C)`` (as :class:`~globalctx.layers.NonLocal`'s option) so the pairwise maps
+            are not flat from the start. Not part of the paper. Default: ``None``.
         backend: ``'auto'``, ``'sdpa'``, ``'chunked'``, ``'reference'``. Default: ``'auto'``.
         chunk_size: query rows per chunk for ``'chunked'``.
         device, dtype: factory kwargs.
@@ -111,6 +115,7 @@ class DisentangledNonLocal(nn.Module):
         out_norm: bool = False,
         subsample: bool = False,
         zero_init_last: bool = True,
+        embed_gain: float | None = None,
         backend: str = "auto",
         chunk_size: int | None = None,
         device=None,
@@ -129,6 +134,9 @@ class DisentangledNonLocal(nn.Module):
             raise ValueError(f"dnl: unary='mean_query' needs whiten='channel', got whiten={whiten!r}")
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"dnl: chunk_size must be >= 1 or None, got {chunk_size!r}")
+        if embed_gain is not None and not embed_gain > 0:
+            raise ValueError(f"dnl: embed_gain must be a positive number or None, got {embed_gain!r}")
+        self.embed_gain = embed_gain
         self.backend = attn.resolve_backend("softmax", backend)
         dd = {"device": device, "dtype": dtype}
         self.channels = channels
@@ -155,10 +163,14 @@ class DisentangledNonLocal(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Official init (every 1x1 conv normal std 0.01, zero bias; ``gamma = 0``), then the
-        identity-at-insertion zeroing of ``zero_init_last``."""
+        """Official init (every 1x1 conv normal std 0.01, zero bias; ``gamma = 0``), ``theta`` /
+        ``phi`` re-drawn when ``embed_gain`` is set, then the identity-at-insertion zeroing of
+        ``zero_init_last``."""
         mask = None if self.unary is None else self.unary.conv_mask
         attn.init_embeddings(self.theta, self.phi, self.g, self.out, mask)
+        if self.embed_gain is not None and self.theta is not None:  # optional, non-official
+            for m in (self.theta, self.phi):
+                nn.init.normal_(m.weight, std=self.embed_gain / math.sqrt(m.in_features))
         if self.gamma is not None:
             nn.init.zeros_(self.gamma)
         if self.norm is not None:

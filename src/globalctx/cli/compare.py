@@ -11,7 +11,9 @@ a class-balanced 3,000-image training subset of Fashion-MNIST (drawn with the se
 (batch 64, SGD, cosine); top-1 on the full 10,000-image test set. About 10 minutes on an idle
 2-core CPU (the estimate is printed before training, a progress line after each run).
 ``--preset gcnet-ablation`` / ``nl-ablation`` run the papers' ablation tables (3 seeds, 4,000 training
-images), with the paper's figure beside each row. ``--full`` runs the real schedule (width 64, all
+images), with the paper's figure beside each row; ``--preset gcnet-finding`` runs the study of
+GCNet's finding on learned attention maps (NL/SNL/GC/DNL on the canvas tasks, with a positive
+control; :mod:`globalctx.compare.finding`). ``--full`` runs the real schedule (width 64, all
 60,000 training images, 30 epochs). Any training flag overrides the default.
 
 Nothing is lost, nothing is redone: run the same command again (same ``--out``) or
@@ -30,6 +32,7 @@ Examples::
     globalctx compare --seeds 5 --variants "none gc gc(rd_ratio=1/4) gc@after_add"
     globalctx compare --variants "none nl@stages=3+gc" --seeds 0,1,2 --out runs/nl-gc
     globalctx compare --preset gcnet-ablation
+    globalctx compare --preset gcnet-finding        # GCNet's finding on learned maps, with a control
     globalctx compare --resume runs/nl-gc          # train only what is missing, rebuild the report
     globalctx compare --variants none,gc --subset 256 --epochs 1 --seeds 2
 """
@@ -45,15 +48,47 @@ from ..compare.plan import read_manifest
 from ..compare.presets import list_presets
 from ..compare.reading import build_reading
 from ..compare.report import results_table
-from ..compare.run import PRESET_BUDGETS
+from ..compare.run import PRESET_BUDGETS, parse_seeds
 from ..compare.variants import GRAMMAR
 from ..device import resolve_device
 from ..train.config import TrainConfig
 from .needs import require_for_run
 from .train import add_config_file, add_train_arguments, config_changes, maybe_download
 
+
+def run_gcnet_finding(args: argparse.Namespace) -> int:
+    """``--preset gcnet-finding``: GCNet's finding on learned maps (:mod:`globalctx.compare.finding`).
+
+    Takes ``--seeds`` (default 0,1), ``--out`` / ``--resume`` (default ``runs/finding``) and
+    ``--threads``; the study fixes its own tasks, blocks and schedule, so other training flags
+    and ``--variants`` are refused rather than ignored.
+    """
+    from ..compare.finding import run_finding
+
+    if args.variants:
+        raise ValueError("--preset gcnet-finding trains its own blocks (nl, snl, gc, dnl); drop --variants")
+    changes = {k: v for k, v in config_changes(args).items() if k not in ("threads", "out")}
+    if changes:
+        raise ValueError(
+            f"--preset gcnet-finding fixes its own schedule; these flags would be ignored: {', '.join(sorted(changes))}"
+            " (use python -m globalctx.compare.finding or run_finding(settings=...) to change it)"
+        )
+    if args.resume and args.out and args.out != args.resume:
+        raise ValueError(f"--resume {args.resume} and --out {args.out} name two directories; give one")
+    out = args.resume or args.out or f"{args.out_root}/finding"
+    require_for_run("compare", data="fmnist-canvas", plots=True)
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else [0, 1]
+    try:
+        run_finding(out, seeds=seeds, threads=getattr(args, "threads", None))
+    except KeyboardInterrupt:
+        print(f"interrupted; finished runs are kept, run the same command again to resume ({out})", file=sys.stderr)
+        return 130
+    print(f"\nreport: {out}/report.md")
+    return 0
+
+
 # presets that are studies of their own rather than a list of variants: name -> command function
-STUDIES: dict[str, Callable[[argparse.Namespace], int]] = {}
+STUDIES: dict[str, Callable[[argparse.Namespace], int]] = {"gcnet-finding": run_gcnet_finding}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

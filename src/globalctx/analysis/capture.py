@@ -4,13 +4,16 @@ Shape legend: ``N`` batch, ``C`` channels, ``*S`` 1..3 spatial dims of the block
 ``L = prod(S)`` query positions, ``L_k`` key positions (``L`` or ``L`` after sub-sampling),
 ``Q`` chosen query positions, ``d`` number of spatial dims.
 
-Two kinds of blocks are recognised, by duck typing:
+Two kinds of blocks are recognised, by the attention-map protocols of
+:mod:`globalctx.layers.parts.base`:
 
-- **pairwise** (NL, DNL, any module with ``attention_rows(x, queries) -> [N, Q, L_k]`` and
-  ``key_shape(x)``): one attention map per query position. Only the rows of the chosen queries
+- **pairwise** (NL, DNL, any module satisfying
+  :class:`~globalctx.layers.parts.base.PairwiseAttentionMap`:
+  ``attention_rows(x, queries) -> [N, Q, L_k]`` and ``key_shape(x)``): one attention map per query position. Only the rows of the chosen queries
   are computed, from the hooked block input, so the ``L x L`` matrix is never built. DNL's unary
   map (``unary_attention(x) -> [N, L_k]``) is recorded separately.
-- **shared** (SNL, GC: a :class:`~globalctx.layers.GlobalContextBlock` whose ``context`` is an
+- **shared** (SNL, GC: a :class:`~globalctx.layers.GlobalContextBlock` whose ``context``
+  satisfies :class:`~globalctx.layers.parts.base.SharedAttentionMap`, e.g.
   :class:`~globalctx.layers.AttnPool`): one query-independent map ``[N, L]`` per image.
 
 Hooks never change the block's output and never change forward signatures; they recompute the
@@ -26,6 +29,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..layers.parts.base import GlobalContextBlock, PairwiseAttentionMap, SharedAttentionMap
+
 __all__ = ["capture", "find_blocks", "select_blocks", "block_kind", "grid_queries", "resolve_queries", "Recording"]
 
 PAIRWISE = "pairwise"
@@ -34,11 +39,9 @@ SHARED = "shared"
 
 def block_kind(module: nn.Module) -> str | None:
     """``'pairwise'`` (NL/DNL), ``'shared'`` (GC/SNL with attention pooling) or ``None``."""
-    if callable(getattr(module, "attention_rows", None)):
+    if isinstance(module, PairwiseAttentionMap):
         return PAIRWISE
-    from ..layers import AttnPool, GlobalContextBlock
-
-    if isinstance(module, GlobalContextBlock) and isinstance(module.context, AttnPool):
+    if isinstance(module, GlobalContextBlock) and isinstance(module.context, SharedAttentionMap):
         return SHARED
     return None
 

@@ -7,8 +7,8 @@ line just above the opening fence changes that:
   (for a page that builds one example over several blocks);
 - ``<!-- example: requires timm torchvision -->``: the block needs those optional packages; it
   carries the ``timm`` marker, so it runs in ``make test-interop`` and not in the default suite;
-- ``<!-- example: pseudo-code -->``: not Python meant to run (a signature sketch with ``...``);
-  it must still not be mistaken for an example, so it is checked to contain ``...``.
+- ``<!-- example: pseudo-code -->``: not Python meant to run (a signature sketch); so that a
+  runnable example is not hidden this way, it is checked not to compile or to contain ``...``.
 
 A page with a failing example fails here with the file and line of the block.
 """
@@ -68,6 +68,14 @@ def _chains() -> list[list[Example]]:
     return chains
 
 
+def _compiles(code: str) -> bool:
+    try:
+        compile(code, "<example>", "exec")
+    except SyntaxError:
+        return False
+    return True
+
+
 def _param(chain: list[Example]):
     requires = sorted({r for ex in chain for r in ex.requires})
     marks = [pytest.mark.timm] if requires else []
@@ -89,7 +97,7 @@ def test_example_runs(chain: list[Example], tmp_path, monkeypatch):
     namespace: dict = {"__name__": "__example__"}
     for ex in chain:
         if ex.pseudo:
-            assert "..." in ex.code, f"{ex.id}: marked pseudo-code but has no '...' placeholder"
+            assert "..." in ex.code or not _compiles(ex.code), f"{ex.id}: marked pseudo-code but is runnable Python"
             continue
         try:
             exec(compile(ex.code, ex.id, "exec"), namespace)

@@ -21,6 +21,7 @@ COLUMNS = [
     "device",
     "dtype",
     "threads",
+    "mode",
     "params",
     "trainable",
     "buffers",

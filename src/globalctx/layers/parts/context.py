@@ -74,8 +74,9 @@ class AttnPool(Part):
     def _attention_map(self, x: torch.Tensor) -> torch.Tensor:
         # x: [N, C, L] -> [N, 1, L]
         w = self.conv_mask.weight.unsqueeze(0).expand(x.shape[0], 1, x.shape[1])  # [N, 1, C], no copy
-        # batched GEMV; a broadcast matmul [1, C] @ [N, C, L] is ~8x slower on CPU
-        logits = torch.bmm(w, x) + self.conv_mask.bias.view(1, 1, 1)  # [N, 1, L]
+        # batched GEMV with the bias folded in (one op, one [N, 1, L] buffer); a broadcast matmul
+        # [1, C] @ [N, C, L] is ~8x slower on CPU
+        logits = torch.baddbmm(self.conv_mask.bias.view(1, 1, 1), w, x)  # [N, 1, L]
         logits = fp32_softmax_input(logits)  # softmax statistics in fp32: no overflow in low precision
         return self.softmax(logits).to(x.dtype)  # [N, 1, L]
 

@@ -66,3 +66,13 @@ def test_softmax_hook_still_sees_the_map_in_training():
     pool(x).sum().backward()
     assert len(seen) == 1 and seen[0].shape == (2, 1, 9)
     torch.testing.assert_close(seen[0].sum(-1), torch.ones(2, 1))
+
+
+def test_autocast_training_takes_the_autograd_path():
+    pool = AttnPool(8)
+    x = torch.randn(2, 8, 4, 4, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = pool(x)
+    assert "AttnPoolFn" not in type(y.grad_fn).__name__
+    y.float().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

@@ -92,10 +92,11 @@ class AttnPool(Part):
 
     @torch.jit.unused
     def _fast_backward(self, x: torch.Tensor) -> bool:
-        """Whether this call records a backward (fp32/fp64, eager): then :class:`_AttnPoolFn` is used."""
+        """Whether this call records a backward (fp32/fp64, eager, no autocast): then :class:`_AttnPoolFn`
+        is used."""
         if isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing() or not torch.is_grad_enabled():
             return False
-        if x.dtype not in (torch.float32, torch.float64):
+        if x.dtype not in (torch.float32, torch.float64) or torch.is_autocast_enabled(x.device.type):
             return False
         return x.requires_grad or self.conv_mask.weight.requires_grad or self.conv_mask.bias.requires_grad
 

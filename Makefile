@@ -69,10 +69,22 @@ test-interop: $(INTEROP_STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
-# the figures quoted in the README (a few minutes; run on an idle machine)
+# the figures quoted in the README (a few minutes; run on an idle machine; on a shared one add
+# BENCH_THREADS=1 BENCH_CLOCK=thread)
+BENCH_THREADS ?= 2
+BENCH_CLOCK   ?= wall
 bench: $(STAMP)
 	$(BIN)/python benchmarks/gc_bench.py
 	$(BIN)/python benchmarks/cost_table.py --threads 2
+	$(BIN)/python benchmarks/gc_bench.py --rounds 20 --threads $(BENCH_THREADS) --clock $(BENCH_CLOCK) \
+	  --modes inference,train --breakdown --json benchmarks/results/gc_bench_train.json
+	$(BIN)/globalctx bench blocks --blocks nl --sizes 16,32,64,96,128 --channels 64 -b 1 --mode train \
+	  --runs 3 --warmup 1 --threads $(BENCH_THREADS) --clock $(BENCH_CLOCK) --memory alloc --table markdown \
+	  --out benchmarks/results/bench_nl_train_scaling.csv --out benchmarks/results/bench_nl_train_scaling.json \
+	  --plot benchmarks/results/bench_nl_train_scaling.png
+	$(BIN)/python benchmarks/net_bench.py --only "GC r16 c3-c5 (gc_resnet50),SE r16 c3-c5 (GC's placement),se_resnet50" \
+	  --mode both --rounds 5 --reps 1 --threads $(BENCH_THREADS) --clock $(BENCH_CLOCK) \
+	  --out benchmarks/results/models_net_train.md
 
 clean:
 	rm -rf $(VENV) $(INTEROP_VENV) build dist src/*.egg-info

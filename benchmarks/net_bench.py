@@ -13,9 +13,17 @@ it; on ResNet-50 at batch 8 that adds noise as large as the effects measured her
 reused (no faults after warm-up); ``--malloc default`` measures what users get without tuning.
 The page-fault column shows which regime a run was in.
 
+``--mode train`` times one training step instead (``train()`` mode, forward, cross-entropy
+against fixed random labels, backward, SGD momentum step); ``--mode both`` times inference and
+the training step in the same interleaved rounds. ``--clock thread`` counts the CPU time of the
+calling thread (use with ``--threads 1`` on a shared machine: time spent descheduled is left out).
+The spread column gives the p25-p75 of the per-round overhead ratios.
+
 Example::
 
     python benchmarks/net_bench.py --rounds 5 --reps 3 --out benchmarks/results/models.md
+    python benchmarks/net_bench.py --only "GC r16 c3-c5 (gc_resnet50),SE r16 c3-c5 (GC's placement)" \
+        --mode both --rounds 5 --reps 1 --threads 1 --clock thread
 """
 
 from __future__ import annotations
@@ -23,7 +31,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -71,16 +78,37 @@ def _macs(model, size):
     return fc.get_total_flops() / 2
 
 
-def _time(model, x, reps):
+def _train_step(model):
+    """One SGD training step of ``model`` on ``x`` with fixed labels (forward, loss, backward, step)."""
+    import torch
+
+    opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
+    labels = {}
+
+    def step(x):
+        model.train()
+        if x.shape[0] not in labels:
+            labels[x.shape[0]] = torch.randint(0, 1000, (x.shape[0],), generator=torch.Generator().manual_seed(0))
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(x), labels[x.shape[0]])
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _time(model, x, reps, mode="inference", clock=time.perf_counter):
     import torch
 
     times, faults = [], []
-    with torch.no_grad():
+    ctx = torch.enable_grad() if mode == "train" else torch.no_grad()
+    fn = model.train_step if mode == "train" else (lambda x: model.eval()(x))
+    with ctx:
         for _ in range(reps):
             f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            t0 = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t0)
+            t0 = clock()
+            fn(x)
+            times.append(clock() - t0)
             faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
     return statistics.median(times), statistics.median(faults)
 
@@ -96,6 +124,10 @@ def main(argv=None) -> int:
     ap.add_argument("--malloc", choices=("tuned", "default"), default="tuned")
     ap.add_argument("--only", default="", help="comma-separated labels or model names to run (baselines added)")
     ap.add_argument("--out", default="", help="write the markdown table here as well")
+    ap.add_argument("--mode", choices=("inference", "train", "both"), default="inference",
+                    help="inference (eval, no_grad), train (one SGD training step), or both in the same rounds")
+    ap.add_argument("--clock", choices=("wall", "thread"), default="wall",
+                    help="wall (perf_counter) or thread (CPU time of the calling thread; use with --threads 1)")
     args = ap.parse_args(argv)
 
     if args.malloc == "tuned" and any(os.environ.get(k) != v for k, v in TUNED_ENV.items()):
@@ -120,54 +152,71 @@ def main(argv=None) -> int:
     models, info = {}, {}
     for label, name, kw, _ in variants:
         m = _build(name, kw)
+        m.train_step = _train_step(m)
         models[label] = m
         info[label] = {"params": sum(p.numel() for p in m.parameters()), "macs": _macs(m, args.size)}
     x = torch.randn(args.batch, 3, args.size, args.size)
+    modes = ("inference", "train") if args.mode == "both" else (args.mode,)
+    clock = time.thread_time if args.clock == "thread" else time.perf_counter
     for m in models.values():
-        _time(m, x, args.warmup)
+        for mode in modes:
+            _time(m, x, args.warmup, mode)
 
-    lat: dict[str, list[float]] = {k: [] for k in models}
-    flt: dict[str, list[float]] = {k: [] for k in models}
+    keys = [(label, mode) for mode in modes for label in models]
+    lat: dict[tuple, list[float]] = {k: [] for k in keys}
+    flt: dict[tuple, list[float]] = {k: [] for k in keys}
     for r in range(args.rounds):
-        order = list(models) if r % 2 == 0 else list(reversed(models))  # alternate the order
-        for label in order:
-            t, f = _time(models[label], x, args.reps)
-            lat[label].append(t)
-            flt[label].append(f)
+        order = keys if r % 2 == 0 else list(reversed(keys))  # alternate the order
+        for label, mode in order:
+            t, f = _time(models[label], x, args.reps, mode, clock)
+            lat[label, mode].append(t)
+            flt[label, mode].append(f)
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+    tables = [_table(variants, info, lat, flt, mode) for mode in modes]
+    from globalctx.bench.report import machine_info
 
-    lines = [
-        "| variant | params | GMACs/img | latency ms (median) | p25-p75 ms | overhead vs baseline (median of "
-        "per-round ratios) | MAC overhead | faults/fwd |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for label, _name, _, base in variants:
-        ts = sorted(lat[label])
-        q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0], ts[0], ts[0]]
-        if base:
-            ratios = [a / b - 1 for a, b in zip(lat[label], lat[base])]
-            ov = f"{100 * statistics.median(ratios):+.1f} %"
-            mac_ov = f"{100 * (info[label]['macs'] / info[base]['macs'] - 1):+.2f} %"
-        else:
-            ov, mac_ov = "baseline", "-"
-        lines.append(
-            f"| {label} | {info[label]['params']:,} | {info[label]['macs'] / 1e9:.3f} | "
-            f"{1e3 * statistics.median(ts):.0f} | {1e3 * q[0]:.0f}-{1e3 * q[2]:.0f} | {ov} | {mac_ov} | "
-            f"{statistics.median(flt[label]):.0f} |"
-        )
     header = (
         f"command: `python benchmarks/net_bench.py {' '.join(sys.argv[1:])}`  \n"
-        f"machine: {platform.machine()} {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, batch {args.batch}, {args.size}x{args.size}, fp32, eval, "
-        f"malloc {args.malloc}  \n"
-        f"date: {datetime.date.today().isoformat()}, rounds {args.rounds} x reps {args.reps}\n"
+        f"machine: {machine_info()['cpu']}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, batch {args.batch}, {args.size}x{args.size}, fp32, "
+        f"malloc {args.malloc}, clock {args.clock}  \n"
+        f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+        f"rounds {args.rounds} x reps {args.reps}\n"
     )
-    table = header + "\n" + "\n".join(lines) + "\n"
+    table = header + "\n" + "\n\n".join(tables) + "\n"
     print(table)
     if args.out:
         with open(args.out, "w") as f:
             f.write(table)
     return 0
+
+
+def _table(variants, info, lat, flt, mode):
+    what = "inference latency (eval, no_grad)" if mode == "inference" else "training step (fwd + loss + bwd + SGD)"
+    lines = [
+        f"{what}:",
+        "",
+        "| variant | params | GMACs/img | ms (median) | p25-p75 ms | overhead vs baseline (median of "
+        "per-round ratios) | p25-p75 of the ratios | MAC overhead | faults/call |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, _name, _, base in variants:
+        ts = sorted(lat[label, mode])
+        q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0], ts[0], ts[0]]
+        if base:
+            ratios = [a / b - 1 for a, b in zip(lat[label, mode], lat[base, mode])]
+            rq = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else [ratios[0]] * 3
+            ov = f"{100 * statistics.median(ratios):+.1f} %"
+            spread = f"{100 * rq[0]:+.1f} .. {100 * rq[2]:+.1f} %"
+            mac_ov = f"{100 * (info[label]['macs'] / info[base]['macs'] - 1):+.2f} %"
+        else:
+            ov, spread, mac_ov = "baseline", "-", "-"
+        lines.append(
+            f"| {label} | {info[label]['params']:,} | {info[label]['macs'] / 1e9:.3f} | "
+            f"{1e3 * statistics.median(ts):.0f} | {1e3 * q[0]:.0f}-{1e3 * q[2]:.0f} | {ov} | {spread} | {mac_ov} | "
+            f"{statistics.median(flt[label, mode]):.0f} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -21,16 +21,19 @@ from .counting import FlopCount, Gemm, count_flops, count_params
 from .latency import time_cases, time_fn
 from .memory import peak_memory
 from .runner import Case, run_cases
+from .training import MODES, step_fn
 
 __all__ = [
     "Case",
     "FlopCount",
     "Gemm",
+    "MODES",
     "count_flops",
     "count_params",
     "peak_memory",
     "profile",
     "run_cases",
+    "step_fn",
     "time_cases",
     "time_fn",
 ]
@@ -56,6 +59,7 @@ def profile(
     floors: bool = False,
     threads: int | None = None,
     compile: bool = False,
+    mode: str = "inference",
 ) -> dict:
     """Parameters, MACs/FLOPs, latency and peak memory of ``module`` on a random input.
 
@@ -75,6 +79,9 @@ def profile(
             Default: ``False``.
         threads: pin intra-op threads. Default: leave as is.
         compile: time ``torch.compile(module)``. Default: ``False``.
+        mode: ``"inference"``, ``"train"`` (forward + backward, ``dL/dx`` included) or
+            ``"train+step"`` (+ SGD step): latency, memory and floors of one such call
+            (see :mod:`globalctx.bench.training`). Default: ``"inference"``.
 
     Returns:
         dict with ``params``, ``trainable``, ``buffers``, ``macs``, ``flops``, ``flops_by_op``,
@@ -108,6 +115,7 @@ def profile(
         compile=compile,
         baseline="baseline" if baseline is not None else None,
         progress="none",
+        mode=mode,
     )
     for r in rows:
         if r.get("error"):

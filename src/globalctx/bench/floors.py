@@ -17,6 +17,19 @@
 
 The binding floor is the larger of the two.
 
+Training floors (``--mode train``):
+
+``training memory floor``
+    The forward floor plus the backward's passes over ``x``-sized tensors: ``dy.sum(spatial)``
+    (the context's gradient, one read of ``dy``) and ``dy + x`` (``dL/dx``: the direct path plus
+    the pooling's broadcast gradient, two reads and one write). Four passes' worth of ``x``
+    traffic in all, the least any GC/SE-style block's forward + backward can move.
+
+``training GEMM floor``
+    Every forward product ``[m, k] @ [k, n]`` and its two backward products, ``dA = dC B^T``
+    (``[m, n] @ [n, k]``) and ``dB = A^T dC`` (``[k, m] @ [m, n]``): three times the forward
+    FLOPs (:func:`training_gemms`), replayed as bare GEMMs like the forward floor.
+
 Shape legend: ``N`` batch, ``C`` channels, ``*S`` spatial dims.
 """
 
@@ -29,7 +42,7 @@ import torch
 
 from .counting import Gemm
 
-__all__ = ["memory_floor_fn", "gemm_floor_fn", "sliced_gemm"]
+__all__ = ["memory_floor_fn", "train_memory_floor_fn", "gemm_floor_fn", "sliced_gemm", "training_gemms"]
 
 
 def memory_floor_fn(x: torch.Tensor) -> Callable[[], object]:
@@ -40,6 +53,27 @@ def memory_floor_fn(x: torch.Tensor) -> Callable[[], object]:
         return x.sum(dims), x.clone()
 
     return run
+
+
+def train_memory_floor_fn(x: torch.Tensor) -> Callable[[], object]:
+    """Forward floor plus the backward's passes for ``x [N, C, *S]``: ``x.sum``, ``x.clone``,
+    ``dy.sum`` and ``dy + x`` (``dy`` a fixed tensor shaped like ``x``)."""
+    dims = tuple(range(2, x.dim()))
+    dy = torch.randn_like(x)
+
+    def run():
+        return x.sum(dims), x.clone(), dy.sum(dims), dy + x
+
+    return run
+
+
+def training_gemms(gemms: Sequence[Gemm]) -> list[Gemm]:
+    """The products of one training step: each forward ``(b, m, k, n)`` and its two gradients
+    ``(b, m, n, k)`` (``dA = dC B^T``) and ``(b, k, m, n)`` (``dB = A^T dC``)."""
+    out: list[Gemm] = []
+    for g in gemms:
+        out += [g, Gemm(g.batch, g.m, g.n, g.k), Gemm(g.batch, g.k, g.m, g.n)]
+    return out
 
 
 def sliced_gemm(g: Gemm, max_bytes: int, itemsize: int) -> tuple[Gemm, float]:

@@ -1,4 +1,5 @@
-"""Latency: warm-up, then the median of N timed calls under ``torch.inference_mode()``.
+"""Latency: warm-up, then the median of N timed calls under ``torch.inference_mode()``
+(``grad=True``: with autograd enabled, for training steps).
 
 Several cases are timed *interleaved*: each round runs every case once, in an order that rotates
 from round to round, so drift on a shared machine (other processes, frequency, cache state)
@@ -56,6 +57,7 @@ def time_cases(
     interleave: bool = True,
     on_round: Callable[[int, int], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    grad: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Time several zero-argument callables.
 
@@ -70,6 +72,8 @@ def time_cases(
         clock: seconds counter. Default: ``time.perf_counter`` (wall clock); ``time.thread_time``
             counts only the CPU time of the calling thread (one intra-op thread), robust to other
             processes on a shared machine.
+        grad: run with autograd enabled (training steps) instead of ``torch.inference_mode()``.
+            Default: ``False``.
 
     Returns:
         name -> ``{"median_ms", "min_ms", "max_ms", "mean_ms", "runs"}``.
@@ -89,7 +93,7 @@ def time_cases(
         sync()
         samples[name].append(clock() - t0)
 
-    with torch.inference_mode():
+    with torch.enable_grad() if grad else torch.inference_mode():
         for name in names:
             for _ in range(warmup):
                 cases[name]()

@@ -1,4 +1,7 @@
-"""Peak memory of one forward call.
+"""Peak memory of one forward call, or of one training step (``mode``, see
+:mod:`~globalctx.bench.training`: forward + backward, optionally + optimizer step; parameter
+gradients, ``dL/dx`` and the optimizer's momentum buffers are then part of what is counted, except
+buffers that already exist from earlier steps).
 
 Three measurements, each reported in MiB *above what was live before the call* (parameters and
 the input are not counted; the output is):
@@ -64,15 +67,17 @@ def _quiet_native_stderr():
         os.close(devnull)
 
 
-def alloc_peak(fn: Callable[[], object], device: torch.device | str = "cpu") -> float:
-    """Peak bytes allocated by the torch allocator during ``fn()`` above the start, in MiB."""
+def alloc_peak(fn: Callable[[], object], device: torch.device | str = "cpu", *, grad: bool = False) -> float:
+    """Peak bytes allocated by the torch allocator during ``fn()`` above the start, in MiB
+    (``grad``: autograd enabled, for a training step)."""
     from torch.profiler import ProfilerActivity, profile
 
     dev = torch.device(device)
     activities = [ProfilerActivity.CPU]
     if dev.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
-    with _quiet_native_stderr(), torch.inference_mode(), profile(activities=activities, profile_memory=True) as prof:
+    mode = torch.enable_grad() if grad else torch.inference_mode()
+    with _quiet_native_stderr(), mode, profile(activities=activities, profile_memory=True) as prof:
         out = fn()
         del out
     events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
@@ -85,13 +90,13 @@ def alloc_peak(fn: Callable[[], object], device: torch.device | str = "cpu") -> 
     return peak / MIB
 
 
-def cuda_peak(fn: Callable[[], object], device: torch.device | str = "cuda") -> float:
+def cuda_peak(fn: Callable[[], object], device: torch.device | str = "cuda", *, grad: bool = False) -> float:
     """``max_memory_allocated`` during ``fn()`` minus the memory allocated before it, in MiB."""
     dev = torch.device(device)
     torch.cuda.synchronize(dev)
     torch.cuda.reset_peak_memory_stats(dev)
     base = torch.cuda.memory_allocated(dev)
-    with torch.inference_mode():
+    with torch.enable_grad() if grad else torch.inference_mode():
         out = fn()
         torch.cuda.synchronize(dev)
         del out
@@ -122,22 +127,26 @@ def _reset_hwm() -> bool:
 
 
 def _child_main(spec_path: str) -> None:  # runs in the fresh subprocess
+    from .training import grad_context, step_fn
+
     spec = torch.load(spec_path, weights_only=False)
     torch.set_num_threads(spec["threads"])
-    module: nn.Module = spec["module"].eval()
+    module: nn.Module = spec["module"]
     dtype = getattr(torch, spec["dtype"])
+    mode = spec.get("mode", "inference")
     x = torch.randn(spec["input_shape"], dtype=dtype)
     out = {}
-    with torch.inference_mode():
+    with grad_context(mode):
+        call = step_fn(module, x, mode, input_grad=spec.get("input_grad", True))
         for key in ("cold", "warm"):
             if key == "warm":
                 for _ in range(spec["warmup"]):
-                    module(x)
+                    call()
             if not _reset_hwm():
                 out[key] = None
                 continue
             before = _status_kib("VmRSS")
-            y = module(x)
+            y = call()
             out[key] = (_status_kib("VmHWM") - before) / 1024.0
             del y
     print(json.dumps(out))
@@ -151,8 +160,12 @@ def rss_peak(
     warmup: int = 2,
     threads: int | None = None,
     timeout: float = 600.0,
+    mode: str = "inference",
+    input_grad: bool = True,
 ) -> dict[str, float | None]:
-    """Peak RSS growth of one forward in a fresh subprocess (CPU, Linux): ``{"cold", "warm"}`` MiB.
+    """Peak RSS growth of one forward (or one training step, ``mode``) in a fresh subprocess (CPU,
+    Linux): ``{"cold", "warm"}`` MiB. In a training mode "cold" is the first step after one
+    forward that builds the output gradient (:func:`~globalctx.bench.training.step_fn`).
 
     The module must be picklable by ``torch.save`` with its class importable in a new process
     (true for every ``globalctx`` block and model). Raises ``RuntimeError`` with the child's
@@ -169,6 +182,8 @@ def rss_peak(
             "dtype": str(dtype).split(".")[-1],
             "warmup": warmup,
             "threads": threads or torch.get_num_threads(),
+            "mode": mode,
+            "input_grad": input_grad,
         }
         try:
             torch.save(spec, path)
@@ -190,8 +205,12 @@ def peak_memory(
     *,
     methods: Sequence[str] = ("alloc",),
     threads: int | None = None,
+    mode: str = "inference",
+    input_grad: bool = True,
 ) -> dict[str, float | None]:
-    """Peak memory of ``module(x)`` by the chosen ``methods`` (``alloc``, ``cuda``, ``rss``).
+    """Peak memory of ``module(x)`` (or of one training step, ``mode``) by the chosen ``methods``
+    (``alloc``, ``cuda``, ``rss``). In a training mode the step is run twice first, so gradients
+    and optimizer buffers of earlier steps are live before the measured one (steady state).
 
     Returns a dict with keys ``mem_alloc_mib``, ``mem_cuda_mib``, ``mem_rss_cold_mib``,
     ``mem_rss_warm_mib`` for the methods asked for. ``cuda`` is silently skipped on CPU tensors
@@ -201,14 +220,21 @@ def peak_memory(
     for m in methods:
         if m not in known:
             raise ValueError(f"unknown memory method {m!r}; choose from {known}")
+    from .training import is_training, step_fn
+
     out: dict[str, float | None] = {}
+    grad = is_training(mode)
+    call = step_fn(module, x, mode, input_grad=input_grad) if grad and methods else (lambda: module(x))
+    if grad and methods:
+        for _ in range(2):
+            call()
     if "alloc" in methods:
-        out["mem_alloc_mib"] = alloc_peak(lambda: module(x), x.device)
+        out["mem_alloc_mib"] = alloc_peak(call, x.device, grad=grad)
     if "cuda" in methods:
-        out["mem_cuda_mib"] = cuda_peak(lambda: module(x), x.device) if x.device.type == "cuda" else None
+        out["mem_cuda_mib"] = cuda_peak(call, x.device, grad=grad) if x.device.type == "cuda" else None
     if "rss" in methods:
         if x.device.type == "cpu":
-            r = rss_peak(module, x.shape, dtype=x.dtype, threads=threads)
+            r = rss_peak(module, x.shape, dtype=x.dtype, threads=threads, mode=mode, input_grad=input_grad)
             out["mem_rss_cold_mib"], out["mem_rss_warm_mib"] = r["cold"], r["warm"]
         else:
             out["mem_rss_cold_mib"] = out["mem_rss_warm_mib"] = None

@@ -23,6 +23,7 @@ COLUMNS = [
     "threads",
     "memory_format",
     "amp",
+    "mode",
     "params",
     "trainable",
     "buffers",

@@ -7,6 +7,7 @@ from one run.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -15,11 +16,14 @@ from torch import nn
 
 from ..progress import Progress
 from .counting import count_flops, count_params
-from .floors import gemm_floor_fn, memory_floor_fn
+from .floors import gemm_floor_fn, memory_floor_fn, train_memory_floor_fn, training_gemms
 from .latency import set_threads, time_cases
 from .memory import peak_memory
+from .training import check_mode, is_training, step_fn
 
 __all__ = ["Case", "run_cases", "DTYPES", "shape_str"]
+
+CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp64": torch.float64}
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # run_cases(amp=...)
@@ -73,6 +77,8 @@ def run_cases(
     seed: int = 0,
     channels_last: bool = False,
     amp: str = "none",
+    mode: str = "inference",
+    clock: str = "wall",
 ) -> list[dict]:
     """Measure every case; returns one flat dict per case (the CSV/JSON row schema).
 
@@ -92,9 +98,19 @@ def run_cases(
             memory format; column ``memory_format``.
         amp: ``"none"``, ``"bf16"`` or ``"fp16"``: time (and measure in-process memory) under
             ``torch.autocast`` of that dtype; column ``amp``.
+        mode: ``"inference"``, ``"train"`` (forward + backward) or ``"train+step"`` (+ SGD step);
+            see :mod:`~globalctx.bench.training`. In the training modes latency and memory are
+            those of one step and the floors are the training floors (:mod:`~globalctx.bench.floors`);
+            MACs stay those of one forward.
+        clock: ``"wall"`` (``time.perf_counter``) or ``"thread"`` (``time.thread_time``: CPU time
+            of the calling thread; with ``threads=1`` it ignores time spent descheduled on a
+            shared machine).
     """
     if amp not in AMP_DTYPES:
         raise ValueError(f"amp={amp!r} is not valid; choose one of {', '.join(AMP_DTYPES)}")
+    check_mode(mode)
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {clock!r}")
     cases = list(cases)
     if baseline is not None and baseline not in {c.name for c in cases}:
         raise ValueError(f"baseline {baseline!r} is not one of the cases: {sorted({c.name for c in cases})}")
@@ -109,8 +125,8 @@ def run_cases(
         for group, members in groups.items():
             rows.extend(
                 _run_group(
-                    group, members, dev, dtype, runs, warmup, nthreads, memory, floors, compile, seed, bar,
-                    channels_last=channels_last, amp=amp,
+                    group, members, dev, dtype, runs, warmup, nthreads, memory, floors, compile, seed, bar, mode,
+                    CLOCKS[clock], channels_last=channels_last, amp=amp,
                 )  # fmt: skip
             )
     finally:
@@ -141,10 +157,11 @@ def _under_autocast(fn, dev: torch.device, amp: str):
 
 
 def _run_group(
-    group, members, dev, dtype, runs, warmup, nthreads, memory, floors, compile, seed, bar, *, channels_last=False,
-    amp="none",
+    group, members, dev, dtype, runs, warmup, nthreads, memory, floors, compile, seed, bar, mode, clock, *,
+    channels_last=False, amp="none",
 ):  # fmt: skip
     rows, timed, mods = [], {}, {}
+    train = is_training(mode)
     x_by_shape: dict[tuple, torch.Tensor] = {}
     for c in members:
         row = {
@@ -157,6 +174,7 @@ def _run_group(
             "threads": nthreads,
             "memory_format": "channels_last" if channels_last else "contiguous",
             "amp": amp,
+            "mode": mode,
             "torch": torch.__version__,
             "error": "",
         }
@@ -177,10 +195,12 @@ def _run_group(
             fc = count_flops(mod, x)
             row.update(macs=fc.macs, flops=fc.flops, flops_by_op=fc.by_op)
             run_mod = torch.compile(mod) if compile else mod
-            mods[c.name] = (mod, x, fc)
-            timed[c.name] = _under_autocast(lambda m=run_mod, x=x: m(x), dev, amp)
+            input_grad = c.kind != "model"
+            mods[c.name] = (mod, x, fc, input_grad)
+            timed[c.name] = _under_autocast(step_fn(run_mod, x, mode, input_grad=input_grad), dev, amp)
             if floors and c.kind != "model":
-                gfn, gscale = gemm_floor_fn(fc.gemms, device=dev, dtype=dtype)
+                gemms = training_gemms(fc.gemms) if train else fc.gemms
+                gfn, gscale = gemm_floor_fn(gemms, device=dev, dtype=dtype)
                 timed[f"floor:gemm:{c.name}"] = gfn
                 row["_gemm_scale"] = gscale
         except Exception as e:  # one bad case must not sink the sweep
@@ -189,11 +209,14 @@ def _run_group(
         shape = next(c.input_shape for c in members if c.kind != "model")
         if shape not in x_by_shape:
             x_by_shape[shape] = torch.randn(shape, device=dev, dtype=dtype)
-        timed["floor:memory"] = memory_floor_fn(x_by_shape[shape])
+        floor_fn = train_memory_floor_fn if train else memory_floor_fn
+        timed["floor:memory"] = floor_fn(x_by_shape[shape])
     try:
         bar.note(f"{group}: timing {len(timed)} callables (cases and floors) x {runs} rounds")
         rounds = lambda done, total: bar.note(f"{group}: round {done}/{total}", plain=False)  # noqa: E731
-        lat = time_cases(timed, runs=runs, warmup=warmup, device=dev, on_round=rounds) if timed else {}
+        lat = {}
+        if timed:
+            lat = time_cases(timed, runs=runs, warmup=warmup, device=dev, on_round=rounds, grad=train, clock=clock)
     except Exception as e:
         lat = {}
         for row in rows:
@@ -217,10 +240,13 @@ def _run_group(
             row["x_gemm_floor"] = _ratio(s["median_ms"], gemm_floor)
         if mem_floor is not None and gemm_floor is not None:
             row["x_floor"] = _ratio(s["median_ms"], max(mem_floor, gemm_floor))
-        mod, x, _ = mods[name]
+        mod, x, _, input_grad = mods[name]
         try:
+            methods = _methods_for(memory, x)
             with _autocast(dev, amp):  # in-process methods only; an rss subprocess runs without autocast
-                row.update(peak_memory(mod, x, methods=_methods_for(memory, x), threads=row["threads"]))
+                row.update(
+                    peak_memory(mod, x, methods=methods, threads=row["threads"], mode=mode, input_grad=input_grad)
+                )
         except Exception as e:
             row["error"] = f"memory: {type(e).__name__}: {e}"
         bar.step(f"{group} {name}")

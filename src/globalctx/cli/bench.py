@@ -6,6 +6,7 @@ Examples::
     globalctx bench blocks --blocks nl,gc,snl,se --sizes 16,32,64,96 --channels 256 -b 1
     globalctx bench models --models resnet50,gc_resnet50,se_resnet50 --input 8,3,224,224
     globalctx bench blocks --blocks gc,se --out results.csv --out results.json --plot latency.png
+    globalctx bench blocks --blocks gc,se,nl --shape 8,1024,14,14 --mode train
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from ..bench.peers import available_peers, peer_for
 from ..bench.report import machine_info, plot_rows, print_table, write_rows
 from ..bench.runner import DTYPES, Case, run_cases
+from ..bench.training import MODES
 from ..device import resolve_device
 from ..extras import require
 from ..layers import create_block, get_block, list_blocks
@@ -59,7 +61,22 @@ def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("measurement")
     add_device(g, default="auto")
     g.add_argument(
+        "--mode",
+        default="inference",
+        choices=list(MODES),
+        help="what one timed call is: inference (eval, inference_mode), train (train mode, forward + "
+        "backward with dL/dx for blocks), train+step (+ an SGD momentum step); floors follow the mode "
+        "(default: inference)",
+    )
+    g.add_argument(
         "--dtype", default="fp32", choices=["fp32", "fp16", "bf16", "fp64"], help="precision of weights and input"
+    )
+    g.add_argument(
+        "--clock",
+        default="wall",
+        choices=["wall", "thread"],
+        help="wall (perf_counter) or thread (CPU time of the calling thread: with --threads 1 it leaves "
+        "out time spent descheduled on a shared machine) (default: wall)",
     )
     g.add_argument("--compile", action="store_true", help="time torch.compile(module) (counts use the eager module)")
     g.add_argument(
@@ -133,6 +150,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "  globalctx bench blocks --blocks nl,gc,snl,se --sizes 16,32,64,96 --channels 256 -b 1\n"
         "  globalctx bench models --models resnet50,gc_resnet50,se_resnet50 --input 8,3,224,224\n"
         "  globalctx bench blocks --blocks gc,se --out r.csv --out r.json --plot latency.png\n"
+        "  globalctx bench blocks --blocks gc,se,nl --shape 8,1024,14,14 --mode train\n"
         "see 'globalctx bench blocks --help' and 'globalctx bench models --help' for every flag",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -300,11 +318,13 @@ def run(args) -> int:
         seed=args.seed,
         channels_last=args.channels_last,
         amp=amp_changes(args).get("amp", "none"),
+        mode=args.mode,
+        clock=args.clock,
     )
     if args.table != "none":
         info = machine_info()
         numerics = (" channels_last" if args.channels_last else "") + (f" amp {rows[0]['amp']}" if rows else "")
-        print(f"# {info['cpu']}, {info['threads']} threads, torch {info['torch']}, {dev} {args.dtype}{numerics}")
+        print(f"# {info['cpu']}, {info['threads']} threads, torch {info['torch']}, {dev} {args.dtype}{numerics}, {args.mode}")
         print_table(rows, style=args.table)
     for path in args.out:
         write_rows(rows, path)

@@ -52,7 +52,8 @@ def examples_of(page: Path) -> list[Example]:
         kind, args = words[0], tuple(words[1:])
         if kind not in ("", "continues", "requires", "pseudo-code"):
             raise ValueError(f"{page}:{line}: unknown example directive {kind!r}")
-        out.append(Example(page, line, m.group(1), kind == "continues", args if kind == "requires" else (), kind == "pseudo-code"))
+        requires = args if kind == "requires" else ()
+        out.append(Example(page, line, m.group(1), kind == "continues", requires, kind == "pseudo-code"))
     return out
 
 

@@ -9,7 +9,8 @@ Two kinds of blocks are recognised, by the attention-map protocols of
 
 - **pairwise** (NL, DNL, any module satisfying
   :class:`~globalctx.layers.parts.base.PairwiseAttentionMap`:
-  ``attention_rows(x, queries) -> [N, Q, L_k]`` and ``key_shape(x)``): one attention map per query position. Only the rows of the chosen queries
+  ``attention_rows(x, queries) -> [N, Q, L_k]`` and ``key_shape(x)``): one attention map per
+  query position. Only the rows of the chosen queries
   are computed, from the hooked block input, so the ``L x L`` matrix is never built. DNL's unary
   map (``unary_attention(x) -> [N, L_k]``) is recorded separately.
 - **shared** (SNL, GC: a :class:`~globalctx.layers.GlobalContextBlock` whose ``context``

@@ -324,7 +324,8 @@ def run(args) -> int:
     if args.table != "none":
         info = machine_info()
         numerics = (" channels_last" if args.channels_last else "") + (f" amp {rows[0]['amp']}" if rows else "")
-        print(f"# {info['cpu']}, {info['threads']} threads, torch {info['torch']}, {dev} {args.dtype}{numerics}, {args.mode}")
+        torch_info = f"{info['threads']} threads, torch {info['torch']}"
+        print(f"# {info['cpu']}, {torch_info}, {dev} {args.dtype}{numerics}, {args.mode}")
         print_table(rows, style=args.table)
     for path in args.out:
         write_rows(rows, path)

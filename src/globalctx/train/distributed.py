@@ -13,7 +13,7 @@ import torch.distributed as dist
 
 from ..device import resolve_device
 
-__all__ = ["DistInfo", "init_distributed", "cleanup", "all_reduce_sum", "barrier", "broadcast_flag"]
+__all__ = ["DistInfo", "init_distributed", "cleanup", "all_reduce_sum", "barrier", "broadcast_flag", "max_over_ranks"]
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,14 @@ def barrier() -> None:
 
 def broadcast_flag(flag: bool, device: torch.device) -> bool:
     """True on every rank if ``flag`` is true on any rank (used to stop all ranks together)."""
+    return max_over_ranks(1 if flag else 0, device) > 0
+
+
+def max_over_ranks(value: int, device: torch.device) -> int:
+    """The largest ``value`` (a non-negative int) over all ranks, on every rank (e.g. the number of
+    the signal one rank received, 0 for none)."""
     if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
+        return value
+    t = torch.tensor([float(value)], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return int(t.item())

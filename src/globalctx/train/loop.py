@@ -32,7 +32,7 @@ from ..progress import Progress
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import BatchLoader, augment_for, build_datasets, data_source, default_workers
-from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_flag, cleanup, init_distributed
+from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed, max_over_ranks
 
 __all__ = ["TrainError", "param_groups", "get_lr", "train_one_epoch", "evaluate", "fit", "model_spec"]
 
@@ -403,8 +403,9 @@ def _fit(
         while rs.epoch < cfg.epochs:
             stop = _StopCheck(job, rs, stopper)
             step = _train_epoch(job, rs, stop)
+            signum = stop.signum or stopper.signum  # a signal to any rank stops every rank
             if step < job.steps:  # interrupted inside the epoch
-                status = "interrupted" if stopper.signum is not None else "stopped"
+                status = "interrupted" if signum is not None else "stopped"
                 _sync_buffers(job.raw_model)
                 rs.step = step
                 _save(job, rs, _gather_totals(job, rs.totals))
@@ -413,9 +414,9 @@ def _fit(
             if info.is_main:
                 _log_epoch(job, rs, writer, log)
             if stop.hit and rs.epoch < cfg.epochs:
-                status = "interrupted" if stopper.signum is not None else "stopped"
+                status = "interrupted" if signum is not None else "stopped"
                 break
-        signum = stopper.signum
+        signum = signum or stopper.signum
     barrier()
     if writer is not None:
         writer.close()
@@ -624,11 +625,13 @@ class _StopCheck:
 
     def __init__(self, job: _Job, rs: RunState, stopper: _Stopper) -> None:
         self.job, self.epoch, self.stopper, self.hit = job, rs.epoch, stopper, False
+        self.signum: int | None = None  # the signal any rank received (every rank knows it)
 
     def __call__(self, next_step: int) -> bool:
         max_steps = self.job.cfg.max_steps
         hit_max = max_steps is not None and self.epoch * self.job.steps + next_step >= max_steps
-        self.hit = broadcast_flag(self.stopper.signum is not None, self.job.device) or hit_max
+        self.signum = max_over_ranks(self.stopper.signum or 0, self.job.device) or None
+        self.hit = self.signum is not None or hit_max
         return self.hit
 
 

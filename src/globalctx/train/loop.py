@@ -367,12 +367,15 @@ def fit(
     """
     info, device = init_distributed(cfg.device, cfg.dist_timeout)
     threads = torch.get_num_threads()
+    ended = False
     try:
         log = log or (lambda s: print(s, file=sys.stderr, flush=True))
-        return _fit(cfg, info, device, resume, log, trust_model_code, overwrite)
+        result = _fit(cfg, info, device, resume, log, trust_model_code, overwrite)
+        ended = True
+        return result
     finally:
         torch.set_num_threads(threads)  # cfg.threads applies to this run only
-        cleanup()
+        cleanup(wait_for_all=ended, timeout_s=min(cfg.dist_timeout, 60.0))
 
 
 def _fit(

@@ -211,3 +211,26 @@ def test_divergence_in_the_last_step_of_an_epoch_is_not_saved(fmnist, tmp_path, 
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "lower --lr" in err, err
     assert not (out / "best.safetensors").exists() and not (out / "last.safetensors").exists()
+
+
+def test_a_run_directory_of_the_earlier_layout_still_resumes(fmnist, tmp_path):
+    """State files written before they held the weights: resumed from last.safetensors, checked
+    to be from the same step."""
+    ref = tmp_path / "ref"
+    fit(TrainConfig(**TINY, out=str(ref)), log=lambda _: None)
+    run = tmp_path / "run"
+    fit(TrainConfig(**{**TINY, "epochs": 1}, out=str(run)), log=lambda _: None)
+    state = ckpt.load_state(run / "last.state.pt")
+    del state["model"]  # the earlier layout: weights only in last.safetensors
+    ckpt.save_state(run / "last.state.pt", state)
+    res = fit(TrainConfig(**TINY, out=str(run)), resume=run, log=lambda _: None)
+    assert res["status"] == "completed" and res["global_step"] == 4
+    a, b = ckpt.read_weights(ref / "last.safetensors")[0], ckpt.read_weights(run / "last.safetensors")[0]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # and an earlier-layout pair from different steps is still refused, not silently mixed
+    state = ckpt.load_state(run / "last.state.pt")
+    del state["model"]
+    state["weights_sha256"] = "0" * 64
+    ckpt.save_state(run / "last.state.pt", state)
+    with pytest.raises(TrainError, match="from different steps"):
+        fit(TrainConfig(**{**TINY, "epochs": 3}, out=str(run)), resume=run, log=lambda _: None)

@@ -152,7 +152,7 @@ def test_ddp_sigterm_to_one_rank_names_the_signal(fmnist, tmp_path):
         "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
         "OMP_NUM_THREADS": "1",
     }
-    args = [a if a != "2" else "3" for a in _ARGS]  # 3 epochs: the signal lands inside the run
+    args = [a if a != "2" else "20" for a in _ARGS]  # 20 epochs: the signal lands inside the run, however slow
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "globalctx",
            *args, "--out", str(tmp_path / "run")]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
@@ -161,7 +161,7 @@ def test_ddp_sigterm_to_one_rank_names_the_signal(fmnist, tmp_path):
         worker = _rank_pid(proc.pid, 1, time.monotonic() + 120)
         for line in proc.stderr:  # after the first epoch, SIGTERM to rank 1 only
             lines.append(line)
-            if line.startswith("epoch 1/3"):
+            if line.startswith("epoch 1/20"):
                 os.kill(worker, signal.SIGTERM)
                 break
         rest = proc.communicate(timeout=180)[1]
@@ -171,4 +171,4 @@ def test_ddp_sigterm_to_one_rank_names_the_signal(fmnist, tmp_path):
     text = "".join(lines) + rest
     assert "stopped by signal SIGTERM" in text and "max_steps=None" not in text, text[-3000:]
     st = ckpt.load_state(tmp_path / "run" / "last.state.pt")
-    assert 4 <= st["global_step"] < 12, st["global_step"]  # saved after epoch 1, before the end
+    assert 4 <= st["global_step"] < 80, st["global_step"]  # saved after epoch 1, before the end

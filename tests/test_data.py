@@ -55,7 +55,7 @@ def test_missing_dataset_message_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("GLOBALCTX_DATA", raising=False)
     with pytest.raises(D.DataError) as e:
-        D.find_fashion_mnist(tmp_path / "empty")
+        D.find_fashion_mnist()
     msg = str(e.value)
     assert "apt-get install dataset-fashion-mnist" in msg and "--download" in msg and "--data-dir" in msg
 

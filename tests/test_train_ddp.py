@@ -70,7 +70,7 @@ _ARGS = [
 ]
 
 
-def _train(nproc, out, *extra, timeout=240):
+def _train(nproc, out, *extra, timeout=540):  # generous: a loaded machine slows both ranks
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
@@ -105,7 +105,9 @@ def test_ddp_two_processes_match_one(fmnist, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
-    # the weights moved (the comparison is not trivially between two initial states)
+    # the weights moved (the comparison is not trivially between two initial states): the run's
+    # initial weights are those drawn after torch.manual_seed(seed=0)
+    torch.manual_seed(0)
     init = tiny_net(attn="gc")
     assert any(not torch.allclose(init.state_dict()[k], a[k]) for k in a if k.endswith("weight"))
     # metrics are all-reduced: both runs evaluated all 64 images and agree
@@ -125,3 +127,48 @@ def test_ddp_crashed_rank_fails_fast(fmnist, tmp_path):
     assert dt < 200
     # rank 0 did not write a checkpoint past the crash
     assert not (tmp_path / "crash" / "last.state.pt").exists()
+
+
+def _rank_pid(parent: int, rank: int, deadline: float) -> int:
+    """The pid of the worker process of ``rank`` started by the torchrun process ``parent``."""
+    while time.monotonic() < deadline:
+        for pid in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
+            try:
+                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"RANK={rank}".encode() in env:
+                return int(pid)
+        time.sleep(0.2)
+    raise AssertionError(f"no worker of rank {rank} under torchrun {parent}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the rank's process in /proc")
+def test_ddp_sigterm_to_one_rank_names_the_signal(fmnist, tmp_path):
+    import signal
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    args = [a if a != "2" else "20" for a in _ARGS]  # 20 epochs: the signal lands inside the run, however slow
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "globalctx",
+           *args, "--out", str(tmp_path / "run")]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        worker = _rank_pid(proc.pid, 1, time.monotonic() + 120)
+        for line in proc.stderr:  # after the first epoch, SIGTERM to rank 1 only
+            lines.append(line)
+            if line.startswith("epoch 1/20"):
+                os.kill(worker, signal.SIGTERM)
+                break
+        rest = proc.communicate(timeout=180)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = "".join(lines) + rest
+    assert "stopped by signal SIGTERM" in text and "max_steps=None" not in text, text[-3000:]
+    st = ckpt.load_state(tmp_path / "run" / "last.state.pt")
+    assert 4 <= st["global_step"] < 80, st["global_step"]  # saved after epoch 1, before the end

@@ -28,6 +28,10 @@ def get_model(name: str) -> Callable[..., nn.Module]:
     return MODELS.get(name)
 
 
+# integer options of the model families, checked here so that a wrong type fails with their name
+_COUNT_OPTIONS = ("base_width", "groups", "width_per_group", "last_stride")
+
+
 def _check_count(name: str, value, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
@@ -51,8 +55,9 @@ def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3, attn=
             ``dtype`` for every parameter, the blocks' included); a misspelled option raises
             ``TypeError``.
 
-    A ``num_classes`` / ``in_chans`` that is not an int raises ``TypeError``, one out of range
-    ``ValueError``, both naming the argument.
+    A ``num_classes`` / ``in_chans`` (or a ``base_width``, ``groups``, ``width_per_group``,
+    ``last_stride`` given) that is not an int raises ``TypeError``, one out of range ``ValueError``,
+    both naming the argument.
 
     Example::
 
@@ -63,4 +68,7 @@ def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3, attn=
     fn = get_model(name)
     _check_count("num_classes", num_classes, 0)
     _check_count("in_chans", in_chans, 1)
+    for key in _COUNT_OPTIONS:
+        if key in kwargs:
+            _check_count(key, kwargs[key], 1)
     return fn(num_classes=num_classes, in_chans=in_chans, attn=attn, **kwargs)

@@ -4,9 +4,16 @@ A run directory holds
 
 - ``config.json``: the model (registered name + constructor kwargs), the training config and the
   data description (classes, normalisation), enough for :func:`load_model` to rebuild the model;
-- ``last.safetensors`` + ``last.state.pt``: the latest weights and the state to resume from
-  (optimizer, step, RNG, history, ...), written at the end of every epoch and on SIGINT/SIGTERM;
+- ``last.safetensors``: the latest weights (what ``eval``/``analyze`` read);
+- ``last.state.pt``: everything a resume needs in one file (weights, optimizer, step, RNG,
+  history, ...), written at the end of every epoch and on SIGINT/SIGTERM;
 - ``best.safetensors``: the weights with the best validation accuracy so far.
+
+A checkpoint is written ``last.safetensors``, then ``best.safetensors``, then ``last.state.pt``
+last: the state file is the commit point. A run killed (or out of disk space) at any instant
+resumes from the newest complete state file, which holds its own weights, whichever of the
+other files was replaced before the kill. (State files written before the weights were kept in
+them are resumed with ``last.safetensors``, after checking both are from the same step.)
 
 Every ``.safetensors`` file also carries the config in its metadata (so a lone file can be
 loaded) and a SHA-256 of its tensor bytes, checked on load. State files are read with
@@ -33,6 +40,9 @@ __all__ = [
     "atomic_write",
     "save_weights",
     "load_weights",
+    "load_tensors",
+    "state_tensors",
+    "tensor_digest",
     "read_weights",
     "save_state",
     "load_state",
@@ -62,6 +72,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None or str(e.filename) == str(tmp):
+            e.filename = str(path)  # the error names the file being written, not its temporary copy
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -97,7 +111,15 @@ def save_weights(
     if config is not None:
         meta["config"] = json.dumps(config)
     meta.update(extra or {})
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    def write(tmp: str) -> None:
+        try:
+            save_file(tensors, tmp, metadata=meta)
+        except OSError:
+            raise
+        except Exception as e:  # safetensors reports I/O failures (a full disk) as its own error type
+            raise OSError(f"cannot write {path}: {e}") from None
+
+    atomic_write(path, write)
     return meta
 
 
@@ -124,6 +146,22 @@ def load_weights(model: nn.Module, path, *, strict: bool = True) -> dict[str, st
     """Load a safetensors file into ``model``; a different architecture raises ``CheckpointError``
     listing the missing, unexpected and shape-mismatched keys. Returns the file's metadata."""
     tensors, meta = read_weights(path)
+    load_tensors(model, tensors, path, strict=strict)
+    return meta
+
+
+def state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of ``model``'s state dict (the plain module under DDP / ``torch.compile``)."""
+    return _state_tensors(model)
+
+
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of ``tensors`` (the ``sha256`` of the metadata)."""
+    return _tensor_digest(tensors)
+
+
+def load_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], path, *, strict: bool = True) -> None:
+    """Load ``tensors`` (read from ``path``) into ``model``, with the checks of :func:`load_weights`."""
     target = getattr(getattr(model, "module", model), "_orig_mod", getattr(model, "module", model))
     own = target.state_dict()
     missing = sorted(set(own) - set(tensors))
@@ -148,7 +186,6 @@ def load_weights(model: nn.Module, path, *, strict: bool = True) -> dict[str, st
             f"{path} does not fit this model ({'; '.join(parts)}); was it saved for another --model/--attn?"
         )
     target.load_state_dict(tensors, strict=strict)
-    return meta
 
 
 def save_state(path, state: dict[str, Any]) -> Path:

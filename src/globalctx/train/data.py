@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import os
 import struct
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,8 @@ __all__ = [
     "TensorImageDataset",
     "ImageFolderDataset",
     "find_fashion_mnist",
+    "fashion_mnist_source",
+    "data_source",
     "load_fashion_mnist",
     "read_idx",
     "build_datasets",
@@ -103,15 +107,52 @@ def _find_file(d: Path, stem: str) -> Path | None:
     return None
 
 
-def find_fashion_mnist(data_dir: str | os.PathLike | None = None) -> Path:
-    """The first directory holding the four Fashion-MNIST IDX files (plain or ``.gz``).
+def _explicit_dir_problem(d: Path) -> str | None:
+    """Why the directory the user named cannot be read as Fashion-MNIST (``None`` when it can):
+    looked up in ``d``, ``d/fashion-mnist`` and ``d/FashionMNIST/raw``."""
+    if not d.is_dir():
+        return f"{d} does not exist" if not d.exists() else f"{d} is not a directory"
+    problems = []
+    for sub in (d, d / "fashion-mnist", d / "FashionMNIST" / "raw"):
+        if not sub.is_dir():
+            continue
+        if all(_find_file(sub, stem) for stem in _FMNIST_FILES.values()):
+            return None
+        bad = []
+        for stem in _FMNIST_FILES.values():
+            if _find_file(sub, stem) is None:
+                odd = [sub / n for n in (stem, stem + ".gz") if (sub / n).exists()]
+                bad.append(f"{odd[0]} is not a file" if odd else f"{sub / stem}(.gz) is missing")
+        problems.append((len(bad), "; ".join(bad)))
+    return min(problems)[1] if problems else f"{d} holds none of the four IDX files"
 
-    Looked up in order: ``data_dir`` (and its ``fashion-mnist/`` sub-directory),
-    ``$GLOBALCTX_DATA``, Debian's ``/usr/share/datasets/fashion-mnist/`` (package
-    ``dataset-fashion-mnist``) and the user cache ``~/.cache/globalctx/fashion-mnist``.
+
+def find_fashion_mnist(data_dir: str | os.PathLike | None = None) -> Path:
+    """The directory holding the four Fashion-MNIST IDX files (plain or ``.gz``).
+
+    A directory named explicitly, ``data_dir`` (else ``$GLOBALCTX_DATA``), is the only one
+    looked in (with its ``fashion-mnist/`` and ``FashionMNIST/raw/`` sub-directories): when it
+    cannot be used, :class:`DataError` names the missing or broken file rather than reading
+    another copy. Without one: Debian's ``/usr/share/datasets/fashion-mnist/`` (package
+    ``dataset-fashion-mnist``), then the user cache ``~/.cache/globalctx/fashion-mnist``.
     Raises :class:`DataError` saying how to get the files when none has them.
     """
-    tried = _candidate_dirs(data_dir)
+    explicit = data_dir or os.environ.get("GLOBALCTX_DATA")
+    if explicit:
+        where = "--data-dir" if data_dir else "$GLOBALCTX_DATA"
+        d = Path(explicit)
+        problem = _explicit_dir_problem(d)
+        if problem is not None:
+            raise DataError(
+                f"{where} {d} cannot be used: {problem}; it needs train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (each plain or .gz)"
+            )
+        return next(
+            sub
+            for sub in (d, d / "fashion-mnist", d / "FashionMNIST" / "raw")
+            if all(_find_file(sub, stem) for stem in _FMNIST_FILES.values())
+        )
+    tried = _candidate_dirs(None)
     for d in tried:
         if all(_find_file(d, stem) for stem in _FMNIST_FILES.values()):
             return d
@@ -124,6 +165,26 @@ def find_fashion_mnist(data_dir: str | os.PathLike | None = None) -> Path:
         "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
         "t10k-labels-idx1-ubyte.gz"
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(files: tuple[Path, ...], stamp: tuple) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def fashion_mnist_source(data_dir: str | os.PathLike | None = None) -> dict:
+    """``{"dir", "files", "sha256"}``: the directory actually read, its four files and a SHA-256
+    over their bytes (recorded in a run's ``config.json``)."""
+    d = find_fashion_mnist(data_dir)
+    files = tuple(_find_file(d, stem) for stem in _FMNIST_FILES.values())
+    stamp = tuple((f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return {"dir": str(d.resolve()), "files": [f.name for f in files], "sha256": _digest(files, stamp)}
 
 
 def download_fashion_mnist(dest: str | os.PathLike | None = None) -> Path:
@@ -160,7 +221,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise DataError(f"cannot read {path}: {e}; the file is corrupt, fetch it again") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in dtypes or raw[3] == 0:
         raise DataError(f"{path} is not an IDX file (bad magic number); the file is corrupt, fetch it again")
@@ -192,11 +253,19 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None, *, train: bool
     stamp = tuple((f.stat().st_size, f.stat().st_mtime_ns) for f in files)
     images, labels = _read_split(d, split, stamp)
     if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise DataError(f"Fashion-MNIST {split} images in {d} have shape {images.shape}, expected [n, 28, 28]")
+        raise DataError(f"{files[0]} holds images of shape {images.shape}, expected [n, 28, 28]")
     if labels.ndim != 1 or len(labels) != len(images):
-        raise DataError(f"Fashion-MNIST {split} labels in {d} do not match the images ({labels.shape})")
-    if labels.max(initial=0) >= 10:
-        raise DataError(f"Fashion-MNIST {split} labels in {d} hold values >= 10; the file is corrupt")
+        raise DataError(f"{files[1]} holds labels of shape {labels.shape}, expected [{len(images)}] like {files[0]}")
+    image_file, label_file = files
+    if images.dtype != np.uint8:
+        raise DataError(f"{image_file} stores {images.dtype} values; Fashion-MNIST images are uint8 (IDX type 0x08)")
+    if labels.dtype.kind not in "iu":
+        raise DataError(f"{label_file} stores {labels.dtype} values; Fashion-MNIST labels are integers")
+    if labels.max(initial=0) >= 10 or labels.min(initial=0) < 0:
+        raise DataError(
+            f"{label_file} holds labels outside 0..9 ({int(labels.min(initial=0))}..{int(labels.max(initial=0))}); "
+            "the file is corrupt, fetch it again"
+        )
     x = torch.from_numpy(images.copy()).unsqueeze(1)  # [N, 1, 28, 28] uint8
     y = torch.from_numpy(labels.astype(np.int64))
     return TensorImageDataset(x, y, classes=FASHION_MNIST_CLASSES, mean=FMNIST_MEAN, std=FMNIST_STD)
@@ -278,11 +347,19 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         if missing:
             raise DataError(f"{root} has classes {missing} that the training set does not have")
         self.samples: list[tuple[str, int]] = []
+        empty = []
         for ci, c in enumerate(self.classes):
             d = root / c
-            if d.is_dir():
-                files = sorted(p for p in d.rglob("*") if p.suffix.lower() in _IMAGE_EXT and p.is_file())
-                self.samples += [(str(p), ci) for p in files]
+            found_here = d.rglob("*") if d.is_dir() else ()
+            files = sorted(p for p in found_here if p.suffix.lower() in _IMAGE_EXT and p.is_file())
+            self.samples += [(str(p), ci) for p in files]
+            empty += [] if files else [c]
+        if classes is None and empty and len(empty) < len(self.classes):  # a validation set may lack a class
+            which = f"directory {empty[0]} holds" if len(empty) == 1 else f"directories {', '.join(empty)} hold"
+            raise DataError(
+                f"{root}: class {which} no image files; a class without training images cannot be learnt: "
+                "add images or remove the directory"
+            )
         if not self.samples:
             raise DataError(f"{root} holds no image files ({', '.join(sorted(_IMAGE_EXT))})")
         if in_chans not in (1, 3):
@@ -395,6 +472,15 @@ def build_datasets(
                 f"{train.image_shape[1:]}; pass --image-size"
             )
     return train.subset(subset, seed), val.subset(val_subset, seed + 1)
+
+
+def data_source(spec: str, data_dir=None) -> dict:
+    """What a ``--data`` spec actually reads: the Fashion-MNIST directory found and a digest of its
+    files (:func:`fashion_mnist_source`), or the image-folder directories, as absolute paths."""
+    ds = parse_data_spec(spec)
+    if ds.kind == "imagefolder":
+        return {"train_dir": str(Path(ds.train_dir).resolve()), "val_dir": str(Path(ds.val_dir).resolve())}
+    return fashion_mnist_source(data_dir)
 
 
 # ----------------------------------------------------------------------------- augmentation

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..device import resolve_device
 from .checkpoint import CheckpointError, load_model
 from .data import BatchLoader, DataError, augment_for, build_datasets
@@ -21,7 +23,11 @@ def evaluate_checkpoint(
     trust_model_code: bool = False,
 ) -> dict:
     """Load ``path`` with :func:`~globalctx.train.checkpoint.load_model` (``trust_model_code`` as
-    there) and evaluate it on the validation split (or a fixed subset of ``subset`` images)."""
+    there) and evaluate it on the validation split (or a fixed subset of ``subset`` images).
+
+    ``data_dir`` given is read or refused (see :func:`~globalctx.train.data.find_fashion_mnist`);
+    without it, the run's own ``--data-dir`` is used when that directory exists here, else the
+    default places."""
     if subset is not None and (not isinstance(subset, int) or subset < 1):
         raise ValueError(f"subset must be a positive number of images or None, got {subset!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -31,9 +37,12 @@ def evaluate_checkpoint(
     tc, dc = config.get("train", {}), config.get("data", {})
     spec = data or dc.get("spec") or tc.get("data", "fashion-mnist")
     shape = dc.get("image_shape")
+    recorded = tc.get("data_dir")  # the run's own --data-dir: used when it is there on this machine
+    if data_dir is None and recorded and Path(recorded).is_dir():
+        data_dir = recorded
     _, val = build_datasets(
         spec,
-        data_dir=data_dir or tc.get("data_dir"),
+        data_dir=data_dir,
         val_subset=subset,
         seed=tc.get("seed", 0),
         in_chans=shape[0] if shape else 3,

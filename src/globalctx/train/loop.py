@@ -31,8 +31,8 @@ from ..layers import collect_no_weight_decay
 from ..progress import Progress
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .data import BatchLoader, augment_for, build_datasets, default_workers
-from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_flag, cleanup, init_distributed
+from .data import BatchLoader, augment_for, build_datasets, data_source, default_workers
+from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed, max_over_ranks
 from .initial import describe, load_initial
 
 __all__ = ["TrainError", "param_groups", "get_lr", "train_one_epoch", "evaluate", "fit", "model_spec"]
@@ -99,6 +99,20 @@ def get_lr(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     return cfg.lr
 
 
+def diverged(what: str, epoch: int, step: int) -> TrainError:
+    """The error of a run whose loss, weights or validation loss stopped being finite (nothing of
+    it is saved: the last checkpoint stays the last finite one)."""
+    return TrainError(f"{what} at epoch {epoch} step {step}; lower --lr or use --amp none")
+
+
+def _first_non_finite(model: nn.Module) -> str | None:
+    """The name of the first parameter or floating buffer holding a NaN/Inf, else ``None``."""
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name
+    return None
+
+
 # ----------------------------------------------------------------------------- one epoch
 class _Stopper:
     """Turns SIGINT/SIGTERM into a flag checked after every step (installed in the main thread)."""
@@ -163,7 +177,7 @@ def train_one_epoch(
             logits = model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
         if not torch.isfinite(loss):
-            raise TrainError(f"loss became {loss.item()} at epoch {epoch} step {step}; lower --lr or use --amp none")
+            raise diverged(f"loss became {loss.item()}", epoch, step)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if cfg.grad_clip is not None:
@@ -226,12 +240,17 @@ def snapshot_path(run_dir, global_step: int) -> Path:
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
     """A new run refuses a directory that is not empty unless ``overwrite``: it may hold another run
     or the user's own files. (Read-only: every rank checks, so every rank raises the same error.)"""
-    if not resume and not overwrite and out.is_dir() and any(out.iterdir()):
+    if not resume and not overwrite and out.is_dir() and any(not _is_temporary(p) for p in out.iterdir()):
         what = "already holds a run" if (out / ckpt.CONFIG_NAME).exists() else "is not empty and holds no run"
         raise TrainError(
             f"{out} {what}; pass --resume {out} to continue a run there, --overwrite to replace the run files "
             f"in it ({', '.join(RUN_FILES)}), or choose another --out"
         )
+
+
+def _is_temporary(path: Path) -> bool:
+    """A temporary copy left by a write that was killed (``.<name>.tmp-<pid>``, see ``atomic_write``)."""
+    return path.name.startswith(".") and ".tmp-" in path.name and path.is_file()
 
 
 def _prepare_out(out: Path, resume: bool, overwrite: bool = False) -> None:
@@ -243,6 +262,9 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool = False) -> None:
             snap.unlink()
     try:
         out.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:  # temporary copies left by a killed run (one writer per run directory)
+            for stale in out.glob(f".{name}.tmp-*"):
+                stale.unlink(missing_ok=True)
         probe = out / f".write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
@@ -354,12 +376,15 @@ def fit(
     """
     info, device = init_distributed(cfg.device, cfg.dist_timeout)
     threads = torch.get_num_threads()
+    ended = False
     try:
         log = log or (lambda s: print(s, file=sys.stderr, flush=True))
-        return _fit(cfg, info, device, resume, log, trust_model_code, overwrite)
+        result = _fit(cfg, info, device, resume, log, trust_model_code, overwrite)
+        ended = True
+        return result
     finally:
         torch.set_num_threads(threads)  # cfg.threads applies to this run only
-        cleanup()
+        cleanup(wait_for_all=ended, timeout_s=min(cfg.dist_timeout, 60.0))
 
 
 def _fit(
@@ -384,9 +409,12 @@ def _fit(
         where = f"at epoch {rs.epoch + 1}/{cfg.epochs}, step {rs.step}/{job.steps}"
         log(f"resuming {out} {where}" if saved else f"{out} has no checkpoint yet; starting it from the beginning")
     if info.is_main:
-        ckpt.write_config(out, job.config)  # on resume: same model and data, possibly new epochs/lr
+        with _disk_errors(out):
+            ckpt.write_config(out, job.config)  # on resume: same model and data, possibly new epochs/lr
+            _write_csv(out / "log.csv", rs.history)  # a kill between last.state.pt and log.csv lost no row
     if rs.epoch == 0 and rs.step == 0:
-        _snapshot(job, 0)
+        with _disk_errors(out):
+            _snapshot(job, 0)
     _wrap(job)
     writer = _open_writer(job, rs, log)
     status, signum, last_eval = "completed", None, rs.history[-1] if rs.history else {}
@@ -394,8 +422,9 @@ def _fit(
         while rs.epoch < cfg.epochs:
             stop = _StopCheck(job, rs, stopper)
             step = _train_epoch(job, rs, stop)
+            signum = stop.signum or stopper.signum  # a signal to any rank stops every rank
             if step < job.steps:  # interrupted inside the epoch
-                status = "interrupted" if stopper.signum is not None else "stopped"
+                status = "interrupted" if signum is not None else "stopped"
                 _sync_buffers(job.raw_model)
                 rs.step = step
                 _save(job, rs, _gather_totals(job, rs.totals))
@@ -404,9 +433,9 @@ def _fit(
             if info.is_main:
                 _log_epoch(job, rs, writer, log)
             if stop.hit and rs.epoch < cfg.epochs:
-                status = "interrupted" if stopper.signum is not None else "stopped"
+                status = "interrupted" if signum is not None else "stopped"
                 break
-        signum = stopper.signum
+        signum = signum or stopper.signum
     barrier()
     if writer is not None:
         writer.close()
@@ -430,7 +459,7 @@ def _read_resume(cfg: TrainConfig, out: Path, trust_model_code: bool) -> dict | 
             f"--resume {out}: {', '.join(f'{k}={getattr(cfg, k)!r} (run has {old[k]!r})' for k in changed)} "
             "differ from the run being resumed; drop those flags or start a new --out"
         )
-    if not (out / "last.state.pt").exists() and not (out / "last.safetensors").exists():
+    if not (out / "last.state.pt").exists():  # killed before its first checkpoint was complete
         return None
     state = ckpt.load_state(out / "last.state.pt")
     done, partial = int(state.get("epoch", 0)), int(state.get("step", 0)) > 0
@@ -481,6 +510,7 @@ def _build(cfg: TrainConfig, info: DistInfo, device: torch.device, out: Path) ->
             "mean": list(train_ds.mean),
             "std": list(train_ds.std),
             "image_shape": list(train_ds.image_shape),
+            "source": data_source(cfg.data, cfg.data_dir),
         },
         "params": params,
     }
@@ -504,9 +534,14 @@ def _build(cfg: TrainConfig, info: DistInfo, device: torch.device, out: Path) ->
 def _restore(job: _Job, state: dict) -> RunState:
     """Weights, optimizer, scaler and RNG from the run's last checkpoint; the run's position."""
     out, info = job.out, job.info
-    meta = ckpt.load_weights(job.raw_model, out / "last.safetensors")
-    if meta.get("sha256") != state.get("weights_sha256"):
-        raise TrainError(f"{out}: last.safetensors and last.state.pt are from different steps; cannot resume")
+    if "model" in state:  # the state file holds its own weights
+        if ckpt.tensor_digest(state["model"]) != state.get("weights_sha256"):
+            raise TrainError(f"{out / 'last.state.pt'} failed its integrity check; cannot resume")
+        ckpt.load_tensors(job.raw_model, state["model"], out / "last.state.pt")
+    else:  # a run directory written before the weights were kept in the state file
+        meta = ckpt.load_weights(job.raw_model, out / "last.safetensors")
+        if meta.get("sha256") != state.get("weights_sha256"):
+            raise TrainError(f"{out}: last.safetensors and last.state.pt are from different steps; cannot resume")
     try:
         job.optimizer.load_state_dict(state["optimizer"])
     except (ValueError, KeyError) as e:
@@ -547,29 +582,49 @@ def _open_writer(job: _Job, rs: RunState, log):
 
 
 def _save(job: _Job, rs: RunState, totals_all: list[torch.Tensor], *, best: bool = False) -> None:
-    """Rank 0 writes last.* (and best.safetensors); other ranks only contributed their totals."""
+    """Rank 0 writes last.safetensors, best.safetensors, then last.state.pt (the commit point: it
+    holds its own copy of the weights, so a kill or a full disk between any two writes leaves the
+    previous state file, complete, to resume from). Other ranks only contributed their totals."""
     if not job.info.is_main:
         return
     out, extra = job.out, {"epoch": str(rs.epoch), "step": str(rs.step)}
-    m = ckpt.save_weights(out / "last.safetensors", job.raw_model, config=job.config, extra=extra)
-    ckpt.save_state(
-        out / "last.state.pt",
-        {
-            "epoch": rs.epoch,
-            "step": rs.step,
-            "global_step": rs.epoch * job.steps + rs.step,
-            "optimizer": job.optimizer.state_dict(),
-            "scaler": job.scaler.state_dict() if job.scaler.is_enabled() else None,
-            "rng": _rng_state(job.device),
-            "history": rs.history,
-            "best_acc": rs.best_acc,
-            "epoch_totals": totals_all,
-            "train_time_s": rs.train_time_s,
-            "weights_sha256": m["sha256"],
-        },
-    )
-    if best:
-        ckpt.save_weights(out / "best.safetensors", job.raw_model, config=job.config, extra={"epoch": str(rs.epoch)})
+    weights = ckpt.state_tensors(job.raw_model)
+    state = {
+        "epoch": rs.epoch,
+        "step": rs.step,
+        "global_step": rs.epoch * job.steps + rs.step,
+        "model": weights,
+        "optimizer": job.optimizer.state_dict(),
+        "scaler": job.scaler.state_dict() if job.scaler.is_enabled() else None,
+        "rng": _rng_state(job.device),
+        "history": rs.history,
+        "best_acc": rs.best_acc,
+        "epoch_totals": totals_all,
+        "train_time_s": rs.train_time_s,
+        "weights_sha256": ckpt.tensor_digest(weights),
+    }
+    with _disk_errors(out):
+        ckpt.save_weights(out / "last.safetensors", job.raw_model, config=job.config, extra=extra)
+        if best:
+            ckpt.save_weights(
+                out / "best.safetensors", job.raw_model, config=job.config, extra={"epoch": str(rs.epoch)}
+            )
+        ckpt.save_state(out / "last.state.pt", state)
+
+
+@contextlib.contextmanager
+def _disk_errors(out: Path):
+    """A failed write (a full disk, a read-only file system) ends the run with one line; the files
+    written before it stay in place and the run resumes from its last complete checkpoint."""
+    try:
+        yield
+    except OSError as e:
+        why = e.strerror or str(e)
+        name = f" {Path(e.filename).name}" if getattr(e, "filename", None) else ""
+        raise TrainError(
+            f"cannot write{name} in {out} ({why}); the previous checkpoint is kept: free space and "
+            f"continue with --resume {out}"
+        ) from None
 
 
 def _snapshot(job: _Job, global_step: int) -> None:
@@ -598,12 +653,14 @@ class _StopCheck:
 
     def __init__(self, job: _Job, rs: RunState, stopper: _Stopper) -> None:
         self.job, self.epoch, self.stopper, self.hit = job, rs.epoch, stopper, False
+        self.signum: int | None = None  # the signal any rank received (every rank knows it)
 
     def __call__(self, next_step: int) -> bool:
         max_steps = self.job.cfg.max_steps
         _snapshot(self.job, self.epoch * self.job.steps + next_step)
         hit_max = max_steps is not None and self.epoch * self.job.steps + next_step >= max_steps
-        self.hit = broadcast_flag(self.stopper.signum is not None, self.job.device) or hit_max
+        self.signum = max_over_ranks(self.stopper.signum or 0, self.job.device) or None
+        self.hit = self.signum is not None or hit_max
         return self.hit
 
 
@@ -647,6 +704,12 @@ def _end_epoch(job: _Job, rs: RunState, last_eval: dict) -> dict:
         last_eval = evaluate(job.raw_model if info.enabled else job.model, job.val_loader, job.device, cfg=cfg)
         row.update(last_eval, eval_time_s=time.perf_counter() - te)
     row["train_time_s"] = rs.train_time_s
+    bad = _first_non_finite(job.raw_model)
+    if bad is not None:
+        raise diverged(f"weights became non-finite ({bad})", rs.epoch, steps - 1)
+    for k in ("train_loss", "val_loss"):
+        if k in row and not math.isfinite(row[k]):
+            raise diverged(f"{k.replace('_', ' ')} became {row[k]}", rs.epoch, steps - 1)
     rs.history.append(row)
     is_best = "val_acc" in row and row["val_acc"] > rs.best_acc
     rs.best_acc = max(rs.best_acc, row.get("val_acc", rs.best_acc))
@@ -658,7 +721,8 @@ def _end_epoch(job: _Job, rs: RunState, last_eval: dict) -> dict:
 
 def _log_epoch(job: _Job, rs: RunState, writer, log) -> None:
     row = rs.history[-1]
-    _write_csv(job.out / "log.csv", rs.history)
+    with _disk_errors(job.out):
+        _write_csv(job.out / "log.csv", rs.history)
     if writer is not None:
         for k, v in row.items():
             if k != "epoch":

@@ -262,7 +262,7 @@ def test_cli_help(cmd, capsys):
         (["bench", "blocks", "--blocks", "se", "--out", "r.txt"], "must end in .csv or .json"),
         (["train", "--data", "imagefolder:/nonexistent/a,/nonexistent/b"], "does not exist"),
         (["eval", "/nonexistent/run"], "neither a run directory nor a .safetensors"),
-        (["compare", "--variants", "none,bogus"], "unknown variants"),
+        (["compare", "--variants", "none,bogus"], "unknown block 'bogus'"),
     ]
     + ([] if torch.cuda.is_available() else [(["eval", "/nonexistent/run", "--device", "cuda"], "CUDA is not available")]),  # noqa: E501
 )

@@ -117,3 +117,21 @@ def test_compare_section(trained_run, tmp_path):
     one = compare_section(SimpleNamespace(out_dir=tmp_path / "one", run_dirs={"nl": trained_run}), max_figures=1)
     assert "attention_layer3.1.attn_add.png" in one[1] and "attention_layer2.1" not in one[1]  # deepest only
     assert compare_section(SimpleNamespace(out_dir=tmp_path, run_dirs={}, base=None)) is None
+
+
+def test_eval_batches_of_a_run_from_elsewhere_reads_the_local_copy(tmp_path):
+    """A run's recorded --data-dir that does not exist on this machine is not an explicit choice
+    here: the analysis reads the local Fashion-MNIST copy (as ``eval`` does)."""
+    from globalctx.analysis.report import eval_batches
+    from globalctx.train.data import find_fashion_mnist
+
+    try:
+        find_fashion_mnist()
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(f"Fashion-MNIST not on this machine: {e}")
+    config = {"data": {"spec": "fashion-mnist", "image_shape": [1, 28, 28]},
+              "train": {"data_dir": str(tmp_path / "gone")}}  # fmt: skip
+    batches, spec, n = eval_batches(config, images=20, batch_size=10)
+    xs = [x for x, _ in batches]
+    assert spec == "fashion-mnist" and n == 20
+    assert sum(len(x) for x in xs) == 20 and xs[0].shape[1:] == (1, 28, 28)

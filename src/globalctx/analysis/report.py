@@ -307,9 +307,12 @@ def eval_batches(
     train_cfg = config.get("train", {}) or {}
     spec = data or data_cfg.get("spec") or "fashion-mnist"
     shape = data_cfg.get("image_shape") or [None]
+    recorded = train_cfg.get("data_dir")  # the run's own --data-dir: used when it is there on this machine
+    if data_dir is None and recorded and Path(recorded).is_dir():
+        data_dir = recorded
     _, val = build_datasets(
         spec,
-        data_dir=data_dir or train_cfg.get("data_dir"),
+        data_dir=data_dir,
         val_subset=images,
         seed=seed,
         in_chans=shape[0] or 3,

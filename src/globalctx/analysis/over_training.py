@@ -132,9 +132,9 @@ def plot_over_training(runs: OverTraining | dict[str, OverTraining], path=None, 
     ``label: block``. ``runs`` is one :class:`OverTraining` or ``{label: OverTraining}``. GC/SNL
     blocks (one shared map) appear in the input and entropy panels only. Returns the figure;
     saves a PNG when ``path``."""
-    from .plots import _require_matplotlib
+    from .plots import require_matplotlib
 
-    Figure = _require_matplotlib()
+    Figure = require_matplotlib()
     groups = {"": runs} if isinstance(runs, OverTraining) else dict(runs)
     fig = Figure(figsize=(12, 3.2))
     axes = fig.subplots(1, len(OVER_TRAINING_STATS))

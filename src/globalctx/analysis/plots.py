@@ -23,7 +23,7 @@ __all__ = ["plot_attention", "plot_statistics", "display_images", "upsample_map"
 _QUERY_COLOURS = ["#ff1f1f", "#1fff3f", "#1f9fff", "#ffdf1f", "#ff3fff", "#3fffff", "#ff8f1f", "#ffffff"]
 
 
-def _require_matplotlib():
+def require_matplotlib():
     try:
         from matplotlib.figure import Figure
     except ImportError as e:  # pragma: no cover - depends on the environment
@@ -136,7 +136,7 @@ def plot_attention(
     Returns:
         the ``matplotlib.figure.Figure``.
     """
-    Figure = _require_matplotlib()
+    Figure = require_matplotlib()
     att = rec.attention(block)
     kind = rec.kind(block)
     n = min(int(max_images), images.shape[0], att.shape[0])
@@ -207,7 +207,7 @@ def plot_statistics(
     decades the axis is logarithmic (no error bars then). Returns the ``matplotlib.figure.Figure``;
     saves a PNG when ``path``.
     """
-    Figure = _require_matplotlib()
+    Figure = require_matplotlib()
     groups = {"": stats} if isinstance(stats, QueryIndependence) else dict(stats)
     entries = []
     for label, qi in groups.items():

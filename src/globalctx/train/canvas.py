@@ -111,9 +111,9 @@ class CanvasDataset(TensorImageDataset):
     def subset(self, n: int | None, seed: int = 0) -> CanvasDataset:
         if n is None or n >= len(self):
             return self
-        from .data import _balanced_indices
+        from .data import balanced_indices
 
-        idx = _balanced_indices(self.labels, n, seed)
+        idx = balanced_indices(self.labels, n, seed)
         picked = CanvasSamples(*(t[idx] for t in self.samples()))
         return CanvasDataset(picked, classes=self.classes, mean=self.mean, std=self.std)
 

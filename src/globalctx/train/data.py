@@ -38,6 +38,7 @@ import torch
 __all__ = [
     "DataError",
     "FASHION_MNIST_CLASSES",
+    "balanced_indices",
     "TensorImageDataset",
     "ImageFolderDataset",
     "find_fashion_mnist",
@@ -299,7 +300,7 @@ class TensorImageDataset(torch.utils.data.Dataset):
         return self if n is None or n >= len(self) else _subset(self, n, seed)
 
 
-def _balanced_indices(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+def balanced_indices(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(labels), generator=g)
     num_classes = int(labels.max()) + 1
@@ -316,7 +317,7 @@ def _balanced_indices(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
 
 
 def _subset(ds, n: int, seed: int):
-    idx = _balanced_indices(ds.labels, n, seed)
+    idx = balanced_indices(ds.labels, n, seed)
     if isinstance(ds, TensorImageDataset):
         return TensorImageDataset(ds.images[idx], ds.labels[idx], classes=ds.classes, mean=ds.mean, std=ds.std)
     return ds.select(idx)

@@ -6,9 +6,9 @@ that interval excludes 0) and the test-sampling standard error; write ``report.m
 reading in words), ``results.csv`` (one row per variant and seed), ``summary.json``,
 ``accuracy.png`` and ``curves.png`` into ``runs/compare-<time>/`` (or ``--out``).
 
-The default (no flags): variants none, se, gc, nl; 5 seeds (0-4); resnet18_small at base_width 16;
+The default (no flags): variants none, se, gc, nl; 8 seeds (0-7); resnet18_small at base_width 16;
 a class-balanced 3,000-image training subset of Fashion-MNIST (drawn with the seed); 3 epochs
-(batch 64, SGD, cosine); top-1 on the full 10,000-image test set. About 10 minutes on an idle
+(batch 64, SGD, cosine); top-1 on the full 10,000-image test set. About 9 minutes on an idle
 2-core CPU (the estimate is printed before training, a progress line after each run).
 ``--preset gcnet-ablation`` / ``nl-ablation`` run the papers' ablation tables (3 seeds, 4,000 training
 images), with the paper's figure beside each row; ``--preset gcnet-finding`` runs the study of

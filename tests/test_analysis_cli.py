@@ -74,7 +74,7 @@ def test_analyze_command_end_to_end(trained_run, tmp_path):
         assert f"`{name}`" in md and f"attention_{name}.png" in md
         assert (out / f"attention_{name}.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "stats.png").is_file()
-    assert "GCNet's reading" in md and ("reproduces" in md)
+    assert "GCNet's reading" in md and ("reproduces" in md or "not tested" in md)
 
 
 def test_analyze_default_out_and_checkpoint_file(trained_run):

@@ -57,7 +57,7 @@ __all__ = [
     "PUBLISHED_NOTE",
 ]
 
-# The embedded default (``make run``): sized to finish in about 10 minutes on an idle 2-core CPU
+# The embedded default (``make run``): 7 min 46 s measured on an idle 2-core CPU (benchmarks/results/training.md)
 # (the measured figures are in docs/compare.md and benchmarks/results/training.md).
 DEFAULT_VARIANTS = ("none", "se", "gc", "nl")
 DEFAULT_SEEDS = 8  # t(0.975, 7) / sqrt(8) = 0.84 sd (3 seeds: 2.48 sd); 8.5 min measured on an idle 2-core CPU
@@ -89,8 +89,8 @@ FULL_SETTINGS: dict[str, Any] = {
     "eval_every": 30,
 }
 # each preset's default budget (training settings over DEFAULT_SETTINGS, and the number of seeds),
-# sized so that gcnet-ablation's 16 variants x 3 seeds finish in about 20-30 minutes on an idle 2-core
-# CPU (nl-ablation: 9 variants x 3 seeds, about 15-25 minutes)
+# sized so that gcnet-ablation's 16 variants x 3 seeds finish within half an hour on a 2-core CPU (29.7 min
+# measured with 1 thread on a shared one; benchmarks/results/training.md), nl-ablation's 9 x 3 in less
 PRESET_BUDGETS: dict[str, dict[str, Any]] = {
     "gcnet-ablation": {"seeds": 3, "subset": 4000},
     "nl-ablation": {"seeds": 3, "subset": 4000},

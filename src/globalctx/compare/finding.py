@@ -51,8 +51,7 @@ __all__ = ["FINDING_SETTINGS", "FINDING_TASKS", "FINDING_BLOCKS", "run_finding",
 
 FINDING_TASKS = ("fmnist-canvas", "fmnist-pairs")
 FINDING_BLOCKS = ("nl", "snl", "gc", "dnl")
-# 16 runs, 12,000 steps: estimated 15-25 minutes on an idle 2-core CPU (measured: 9,351 s of training as
-# 4-5 concurrent processes on a loaded one; benchmarks/results/analysis.md).
+# 16 runs, 12,000 steps: 8 min 33 s measured on an idle 2-core CPU with 2 threads (benchmarks/results/analysis.md).
 FINDING_SETTINGS: dict[str, Any] = {
     "model": "resnet18",
     "model_kwargs": {"base_width": 16},

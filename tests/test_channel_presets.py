@@ -10,6 +10,7 @@ from globalctx.layers.blocks.dia import DIAStage
 from globalctx.layers.blocks.eca import eca_kernel_size
 from globalctx.layers.blocks.soca import CovSqrtPool
 from globalctx.layers.parts.covariance import covariance_pool, newton_schulz_sqrt
+from reference_utils import perturb_parameters
 
 PRESETS = ["eca", "fca", "srm", "gct", "gsop", "soca", "enc", "rcan", "dia", "ban"]
 # small but valid options per preset (C = 32)
@@ -31,15 +32,6 @@ IDENTITY = {
 def _n(m):
     return sum(p.numel() for p in m.parameters())
 
-
-def _randomize(m):
-    """Give every parameter a non-trivial value (zero-inits would hide gradient paths)."""
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            if name.endswith("scale"):  # EncNet smoothing factors stay negative
-                p.uniform_(-1.0, -0.1)
-            else:
-                p.add_(0.3 * torch.randn_like(p))
 
 
 @pytest.mark.parametrize(
@@ -77,7 +69,7 @@ def test_eca_kernel_rule_and_released_resnet50():
 @pytest.mark.parametrize("name", PRESETS)
 def test_gradcheck_float64(name):
     blk = create_block(name, 32, **SMALL.get(name, {}), dtype=torch.float64)
-    _randomize(blk)
+    perturb_parameters(blk)
     x = torch.randn(2, 32, 7, 7 if name == "fca" else 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(blk, (x,), eps=1e-6, atol=1e-5, fast_mode=True)
 
@@ -154,7 +146,7 @@ def test_srm_no_weight_decay_lists_all_parameters():
 
 def test_srm_batch_one_train_mode_and_single_position():
     blk = create_block("srm", 16).train()
-    _randomize(blk)
+    perturb_parameters(blk)
     before = blk.transform.bn.running_mean.clone()
     y = blk(torch.randn(1, 16, 5, 5))
     assert torch.isfinite(y).all()

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import globalctx
+from reference_utils import perturb_parameters
 
 mmcv_cnn = pytest.importorskip("mmcv.cnn", reason="mmcv not installed (pip install 'globalctx[mmcv]')")
 gm = pytest.importorskip("globalctx.integrations.mmcv")
@@ -17,16 +18,6 @@ BLOCKS = globalctx.list_blocks()
 SMALL = {"gsop": {"cov_channels": 4}, "enc": {"num_codes": 4}, "ban": {"rd_ratio": 1 / 8}, "fca": {"freq_sel": "top4"}}
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "models.md"
 
-
-def _perturb(m: nn.Module) -> nn.Module:
-    """Non-trivial values everywhere (zero-inits would make different blocks look equal)."""
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            if name.endswith("scale"):  # EncNet smoothing factors stay negative
-                p.uniform_(-1.0, -0.1)
-            else:
-                p.add_(0.3 * torch.randn_like(p))
-    return m
 
 
 def test_every_block_is_registered_under_the_scope():
@@ -43,7 +34,7 @@ def test_build_plugin_layer_equals_create_block(block):
     assert name == f"globalctx_{block}2"
     ref = globalctx.create_block(block, 32, **opts)
     assert type(layer) is type(ref)
-    _perturb(layer)
+    perturb_parameters(layer)
     ref.load_state_dict(layer.state_dict(), strict=True)  # the same keys: no wrapper
     layer.eval()
     ref.eval()

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 import globalctx
+from reference_utils import randomise_bn
 
 pytestmark = pytest.mark.timm
 
@@ -35,17 +35,6 @@ IDENTITY = {
 }
 
 
-def _randomise_bn(net: nn.Module) -> nn.Module:
-    """Non-trivial BN statistics and affine values everywhere (a zero bn3 would hide the blocks)."""
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-    return net.eval()
-
 
 def test_every_block_has_identity_options():
     assert sorted(IDENTITY) == globalctx.list_blocks()
@@ -59,7 +48,7 @@ def test_register_timm_models_one_liner():
     net = timm.create_model("globalctx_gc_resnet50", num_classes=10)
     ref = globalctx.create_model("gc_resnet50", num_classes=10)
     ref.load_state_dict(net.state_dict(), strict=True)
-    _randomise_bn(net)
+    randomise_bn(net)
     ref.load_state_dict(net.state_dict(), strict=True)
     ref.eval()
     x = torch.randn(1, 3, 64, 64)
@@ -96,7 +85,7 @@ def test_block_as_timm_attn_layer_survives_timm_init(block):
     assert len(placed) >= 16  # one per bottleneck (3 + 4 + 6 + 3), in the `se` slot
     assert all(type(b.se) is kind for stage in (net.layer1, net.layer2, net.layer3, net.layer4) for b in stage)
     plain = timm.create_model("resnet50", num_classes=10)
-    _randomise_bn(net)
+    randomise_bn(net)
     missing, unexpected = plain.load_state_dict(net.state_dict(), strict=False)
     assert not missing and all(".se." in k for k in unexpected)
     plain.eval()

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import globalctx
+from reference_utils import randomise_bn
 
 pytestmark = pytest.mark.timm
 
@@ -18,16 +19,6 @@ from torchvision.models.feature_extraction import create_feature_extractor  # no
 NODES = {"layer2": "c3", "layer3": "c4", "layer4": "c5"}
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "models.md"
 
-
-def _randomise_bn(net: nn.Module) -> nn.Module:
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-    return net.eval()
 
 
 def _perturb_blocks(added) -> None:
@@ -53,7 +44,7 @@ def _hooked(net: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def test_feature_extractor_on_a_globalctx_model():
-    net = _randomise_bn(globalctx.create_model("gc_resnet50", num_classes=0))
+    net = randomise_bn(globalctx.create_model("gc_resnet50", num_classes=0))
     body = create_feature_extractor(net, return_nodes=NODES)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
@@ -66,7 +57,7 @@ def test_feature_extractor_on_a_globalctx_model():
 
 
 def test_feature_extractor_on_a_plugged_torchvision_resnet50():
-    net = _randomise_bn(tv.models.resnet50())
+    net = randomise_bn(tv.models.resnet50())
     net, added = globalctx.plug(net, "gc", where=r"layer3.*|layer4.*", position="after_add")
     _perturb_blocks(added)
     x = torch.randn(1, 3, 64, 64)
@@ -77,7 +68,7 @@ def test_feature_extractor_on_a_plugged_torchvision_resnet50():
     for key in ("c3", "c4", "c5"):
         torch.testing.assert_close(feats[key], ref[key], rtol=0, atol=0)
     # the blocks are in the traced graph: the plain network's c4 differs
-    plain = _randomise_bn(tv.models.resnet50())
+    plain = randomise_bn(tv.models.resnet50())
     assert not torch.allclose(_hooked(plain, x)["c4"], ref["c4"])
 
 
@@ -106,7 +97,7 @@ def test_intermediate_layer_getter_gives_the_stage_outputs():
     """IntermediateLayerGetter runs the children in registration order: they must be forward's order."""
     from torchvision.models._utils import IntermediateLayerGetter
 
-    net = _randomise_bn(globalctx.create_model("gc_resnet50", num_classes=0))
+    net = randomise_bn(globalctx.create_model("gc_resnet50", num_classes=0))
     with torch.no_grad():  # the GC blocks start as identities: move them, so that skipping one would show
         for name, p in net.named_parameters():
             if ".attn_" in name:

@@ -15,7 +15,6 @@ A page with a failing example fails here with the file and line of the block.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,4 +103,3 @@ def test_example_runs(chain: list[Example], tmp_path, monkeypatch):
             exec(compile(ex.code, ex.id, "exec"), namespace)
         except Exception as e:  # noqa: BLE001 - re-raised with the page and line
             raise AssertionError(f"{ex.id}: example fails: {type(e).__name__}: {e}") from e
-    assert os.getcwd() == str(tmp_path)
